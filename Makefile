@@ -1,0 +1,40 @@
+# fr-edge developer entry points. `make demo` and `make test` work on a fresh Linux machine
+# with python3 (>= 3.10) and make: both create or refresh the virtualenv in .venv first.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.fr-edge-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv demo test lint bench clean
+
+venv: $(STAMP)
+
+# Rebuilt whenever a dependency list changes.
+$(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
+	  { echo "fr-edge needs Python >= 3.10 (found $$($(PYTHON) --version 2>&1))"; exit 1; }
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
+	  { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv"; exit 1; }
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,dev]' -e tests/plugin_dist
+	@touch $@
+
+demo: venv
+	$(BIN)/fr-edge demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check fr_core plugins hal tests
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check fr_core plugins hal tests
+
+bench: venv
+	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \
+	  --benchmark-columns=min,mean,median,stddev,rounds --benchmark-sort=name $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks

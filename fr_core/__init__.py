@@ -1,0 +1,45 @@
+"""fr-edge core: the engine, the plugin contracts and the original module's API.
+
+The names the original IoT integration module exported are importable from here::
+
+    from fr_core import EventValidator, compress_image_for_event
+
+Plugins implement hooks marked with :data:`hookimpl` (see docs/plugin_hooks.md).
+"""
+
+from fr_core.errors import (
+    ComponentUnavailableError,
+    ConfigError,
+    FrEdgeError,
+    PluginError,
+    UnknownComponentError,
+)
+from fr_core.events import (
+    EMOTION_CODES,
+    EmotionEvent,
+    FacialIdEvent,
+    distance_to_confidence,
+    parse_event,
+)
+from fr_core.hookspecs import hookimpl
+from fr_core.imaging import compress_image_for_event
+from fr_core.validator import EventValidator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EMOTION_CODES",
+    "ComponentUnavailableError",
+    "ConfigError",
+    "EmotionEvent",
+    "EventValidator",
+    "FacialIdEvent",
+    "FrEdgeError",
+    "PluginError",
+    "UnknownComponentError",
+    "__version__",
+    "compress_image_for_event",
+    "distance_to_confidence",
+    "hookimpl",
+    "parse_event",
+]

@@ -1,0 +1,236 @@
+"""The ``fr-edge`` command line.
+
+Exit codes (the same for every command):
+
+==  ==========================================================
+0   success
+1   runtime error (a component failed, a file could not be written, ...)
+2   bad usage or invalid configuration (the message says what and where)
+3   plugin error (a plugin is broken or a component unavailable)
+130 interrupted (Ctrl-C)
+==  ==========================================================
+
+Errors are printed as one line (a config error lists each bad key on its own line under it);
+the traceback only with ``--debug``. Logs go to stderr, human-readable by default or as JSON
+lines with ``--log-format json``; command output goes to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fr_core import __version__
+from fr_core.config import AppConfig, default_config, load_config, validate_components
+from fr_core.errors import FrEdgeError
+from fr_core.logsetup import setup_logging
+from fr_core.plugins import DISABLE_ENV, build_registry
+
+log = logging.getLogger("fr_core.cli")
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_PLUGIN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+
+class _Group(click.Group):
+    """Turns every exception into one clear line and the documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except FrEdgeError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except Exception as exc:
+            text = " ".join(str(exc).split())
+            _fail(ctx, f"{type(exc).__name__}: {text}", EXIT_RUNTIME)
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> None:
+    debug = bool(ctx.obj and ctx.obj.get("debug"))
+    if debug:
+        traceback.print_exc()
+    hint = "" if debug else " (run with --debug for the traceback)" if code == EXIT_RUNTIME else ""
+    click.echo(f"error: {message}{hint}", err=True)
+    ctx.exit(code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fr-edge")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines for people (text) or for log collectors (json, one object per line).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    help="Least severe log level shown.",
+)
+@click.pass_context
+def main(ctx: click.Context, debug: bool, log_format: str, log_level: str) -> None:
+    """fr-edge: edge face recognition that reports attendance events to an IoT broker.
+
+    Components (camera, detector, embedder, matcher, transport, storage, ...) are plugins
+    chosen by name in the config file; `fr-edge plugins` lists what is installed.
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    setup_logging("DEBUG" if debug else log_level, log_format)  # type: ignore[arg-type]
+
+
+# --- plugins ------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, the components each registers, and load errors.
+
+    A plugin that failed to import (TensorRT on a machine without it, say) is listed with
+    the reason; it does not stop the others. Plugins named in FR_DISABLED_PLUGINS are
+    not loaded.
+    """
+    registry = build_registry()
+    regs = registry.registrations()
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "components": [
+                        {
+                            "kind": r.kind.value,
+                            "name": r.name,
+                            "plugin": r.plugin,
+                            "distribution": r.distribution,
+                            "available": r.unavailable is None,
+                            "unavailable_reason": r.unavailable,
+                            "description": r.description,
+                        }
+                        for r in regs
+                    ],
+                    "load_errors": [
+                        {"plugin": e.plugin, "distribution": e.distribution, "error": e.error}
+                        for e in registry.load_errors
+                    ],
+                    "disabled": registry.pm.disabled,
+                },
+                indent=2,
+            )
+        )
+        return
+    rows = [("KIND", "NAME", "PLUGIN", "DISTRIBUTION", "STATUS")]
+    for r in regs:
+        status = "ok" if r.unavailable is None else f"unavailable: {r.unavailable}"
+        rows.append((r.kind.value, r.name, r.plugin, r.distribution or "-", status))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=False)) + "  " + row[4]
+        )
+    if not regs:
+        click.echo("(no components registered)")
+    for e in registry.load_errors:
+        click.echo(f"\nplugin {e.plugin} ({e.distribution or 'in code'}) failed to load: {e.error}")
+    if registry.pm.disabled:
+        click.echo(f"\ndisabled by {DISABLE_ENV}: {', '.join(registry.pm.disabled)}")
+
+
+# --- config -------------------------------------------------------------------------------
+
+
+@main.group()
+def config() -> None:
+    """Check configuration files and show the configuration reference."""
+
+
+@config.command("check")
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+def config_check(file: Path) -> None:
+    """Validate FILE (YAML or JSON) and every plugin block in it.
+
+    Prints each problem with its key path, the bad value and what is allowed; exits 2 if
+    there is any. Environment variables referenced as ${NAME} must be set.
+    """
+    cfg = load_config(file)
+    validate_components(cfg, build_registry())
+    click.echo(f"{file}: valid")
+    for path, kind, block in cfg.components():
+        click.echo(f"  {path}: {kind.value} {block.plugin!r}")
+    click.echo(f"  api_key: {'set' if cfg.api_key else 'not set'}")
+
+
+@config.command("schema")
+def config_schema() -> None:
+    """Print the JSON Schema of the configuration file (plugin blocks excepted)."""
+    click.echo(json.dumps(AppConfig.model_json_schema(), indent=2))
+
+
+# --- demo ---------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Config file; default: the embedded demo defaults.",
+)
+@click.option("--source", help="Video, image or image folder for the simulated camera.")
+@click.option(
+    "--frames",
+    type=click.IntRange(min=1),
+    default=150,
+    show_default=True,
+    help="Frames to process.",
+)
+@click.option(
+    "--fps",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Simulated camera rate (0 = as fast as possible).",
+)
+@click.option(
+    "--snapshots",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the event-sized JPEG snapshots to.",
+)
+def demo(
+    config_file: Path | None, source: str | None, frames: int, fps: float, snapshots: Path | None
+) -> None:
+    """Run the pipeline on the simulated camera with embedded defaults.
+
+    Needs no camera, no config and no network: it replays a generated scene (or --source)
+    through the engine, compresses one event-sized JPEG per second of video and prints what
+    each stage did.
+    """
+    from fr_core.demo import run_demo
+
+    cfg = (
+        load_config(config_file)
+        if config_file
+        else default_config(
+            camera={"plugin": "sim", "source": source, "fps": fps, "frames": max(frames, 1)},
+            telemetry="sim",
+        )
+    )
+    run_demo(cfg, build_registry(), frames=frames, snapshots=snapshots, echo=click.echo)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

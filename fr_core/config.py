@@ -1,0 +1,388 @@
+"""Configuration: one YAML or JSON file, validated with pydantic.
+
+Errors name the key path, the bad value and what is allowed. Secrets never appear in errors:
+values under a secret-looking key are masked. String values may refer to environment variables
+as ``${NAME}`` or ``${NAME:-default}``; the API key also falls back to ``FR_API_KEY``.
+
+The keys the original module's README names (``device_id``, ``broker_url``, ``api_key``,
+``confirmation_frames``, ``consistency_threshold``, ``cooldown_seconds``, ``dev_mode``) sit at
+the top level under those names, with ``db_path`` and ``sync_interval_minutes``. Components are
+chosen by plugin name in blocks such as ``"camera": {"plugin": "sim", "fps": 10}``; every other
+key of a block is validated by the model that plugin registered. See docs/config.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from fr_core.errors import ConfigError
+from fr_core.interfaces import ComponentKind
+
+API_KEY_ENV = "FR_API_KEY"
+SECRET_WORDS = ("api_key", "password", "secret", "token", "passphrase", "private_key")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+BROKER_SCHEMES = {"https": True, "mqtts": True, "http": False, "mqtt": False}  # scheme -> secure
+
+
+def is_secret_key(key: str) -> bool:
+    k = key.lower()
+    return any(w in k for w in SECRET_WORDS)
+
+
+class ComponentConfig(BaseModel):
+    """A component chosen by plugin name; the other keys are that plugin's options.
+
+    Written as ``{"plugin": "sim", "fps": 10}`` or, without options, as the bare name ``"sim"``.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    plugin: str = Field(min_length=1, description="registered name of the component")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return {"plugin": value}
+        return value
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LoggingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, v: Any) -> Any:
+        return v.upper() if isinstance(v, str) else v
+
+
+class AppConfig(BaseModel):
+    """The whole device configuration. Field descriptions are the reference (docs/config.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    device_id: str = Field(
+        pattern=_DEVICE_ID,
+        description="identifier of this device in events and broker topics (1-64 characters: "
+        "letters, digits, '.', '_', ':', '-'; starts with a letter or digit)",
+    )
+    dev_mode: bool = Field(
+        False,
+        description="development mode: display names stored locally, local enrolment allowed, "
+        "more logging. Never in production.",
+    )
+    allow_insecure: bool = Field(
+        False, description="allow an unencrypted broker URL (http://, mqtt://); tests only"
+    )
+    broker_url: str = Field(
+        description="base URL of the IoT broker: https://... or mqtts://... "
+        "(http:// and mqtt:// only with allow_insecure)",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description=f"broker API key; better given as ${{{API_KEY_ENV}}} or left out, "
+        f"in which case the {API_KEY_ENV} environment variable is used",
+    )
+    confirmation_frames: int = Field(
+        5, ge=1, le=1000, description="consecutive frames a track needs before an event"
+    )
+    consistency_threshold: float = Field(
+        0.8, gt=0.0, le=1.0, description="share of those frames that must name the same user"
+    )
+    cooldown_seconds: float = Field(
+        30.0, ge=0.0, le=86400.0, description="minimum time between two events of one user"
+    )
+    match_threshold: float = Field(
+        0.637,
+        gt=0.0,
+        lt=2.0,
+        description="largest cosine distance (1 - cosine similarity) accepted as a match; "
+        "0.637 is SFace's published 0.363 similarity threshold",
+    )
+    db_path: str = Field(
+        "fr-edge-data/faces.db", min_length=1, description="path of the local SQLite database"
+    )
+    sync_interval_minutes: float = Field(
+        15.0, gt=0.0, le=10080.0, description="minutes between two enrolment syncs"
+    )
+    heartbeat_interval_seconds: float = Field(
+        60.0, ge=1.0, le=86400.0, description="seconds between two heartbeats"
+    )
+    camera: ComponentConfig = Field(
+        ComponentConfig(plugin="sim"), description="camera source plugin and its options"
+    )
+    detector: ComponentConfig | None = Field(None, description="face detector plugin")
+    embedder: ComponentConfig | None = Field(None, description="face embedder plugin")
+    matcher: ComponentConfig | None = Field(None, description="gallery matcher plugin")
+    transport: ComponentConfig | None = Field(None, description="broker transport plugin")
+    storage: ComponentConfig | None = Field(None, description="storage plugin")
+    telemetry: ComponentConfig | None = Field(None, description="telemetry plugin")
+    accelerator: ComponentConfig | None = Field(None, description="accelerator plugin")
+    analyzers: list[ComponentConfig] = Field(
+        default_factory=list, description="face analyzers, e.g. emotion"
+    )
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
+
+    @field_validator("broker_url")
+    @classmethod
+    def _url(cls, v: str, info: ValidationInfo) -> str:
+        parts = urlsplit(v)
+        if parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+            raise ValueError(
+                "must be an absolute URL with a host and one of the schemes "
+                + ", ".join(f"{s}://" for s in BROKER_SCHEMES)
+            )
+        if parts.username or parts.password:
+            raise ValueError("must not contain credentials; use api_key or the plugin's options")
+        if parts.query:
+            raise ValueError("must not contain a query string (secrets never go in URLs)")
+        if not BROKER_SCHEMES[parts.scheme] and not info.data.get("allow_insecure"):
+            raise ValueError(
+                f"unencrypted {parts.scheme}:// is refused; use https:// or mqtts://, or set "
+                "allow_insecure: true (for tests on loopback only)"
+            )
+        return v.rstrip("/")
+
+    def components(self) -> list[tuple[str, ComponentKind, ComponentConfig]]:
+        """Every configured component as (key path, kind, block)."""
+        out = []
+        single = {
+            "camera": ComponentKind.CAMERA,
+            "detector": ComponentKind.DETECTOR,
+            "embedder": ComponentKind.EMBEDDER,
+            "matcher": ComponentKind.MATCHER,
+            "transport": ComponentKind.TRANSPORT,
+            "storage": ComponentKind.STORAGE,
+            "telemetry": ComponentKind.TELEMETRY,
+            "accelerator": ComponentKind.ACCELERATOR,
+        }
+        for key, kind in single.items():
+            block = getattr(self, key)
+            if block is not None:
+                out.append((key, kind, block))
+        for i, block in enumerate(self.analyzers):
+            out.append((f"analyzers.{i}", ComponentKind.ANALYZER, block))
+        return out
+
+    def api_key_value(self) -> str | None:
+        """The API key in clear, for the transport only. Never log it."""
+        return self.api_key.get_secret_value() if self.api_key else None
+
+
+# --- error formatting ---------------------------------------------------------------------
+
+
+def _fmt_value(path: str, value: Any) -> str:
+    if is_secret_key(path):
+        return "'***'"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """Turn a pydantic error into ``(key path, message)`` pairs with value and what is allowed."""
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+        path = ".".join(([prefix] if prefix else []) + loc) or (prefix or "<root>")
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            allowed = _allowed_keys(exc.title, loc)
+            msg = "unknown key" + (f"; allowed keys here: {allowed}" if allowed else "")
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            if "input" in err and kind not in ("model_type", "dict_type"):
+                msg += f" (got {_fmt_value(path, err['input'])})"
+        problems.append((path, msg))
+    return problems
+
+
+def _allowed_keys(title: str, loc: list[str]) -> str:
+    model: Any = {"AppConfig": AppConfig, "LoggingConfig": LoggingConfig}.get(title)
+    for part in loc[:-1]:
+        if model is None:
+            return ""
+        field = model.model_fields.get(part)
+        ann = getattr(field, "annotation", None)
+        model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
+    return ", ".join(model.model_fields) if model is not None else ""
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a key given twice in one mapping (PyYAML keeps the last)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"key {k!r} appears twice")
+        out[k] = v
+    return out
+
+
+def parse_text(text: str, fmt: Literal["json", "yaml"], source: str = "<config>") -> Any:
+    """Parse JSON or YAML text, with line numbers in errors and duplicate keys refused."""
+    if fmt == "json":
+        try:
+            return json.loads(text, object_pairs_hook=_json_pairs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+            ) from None
+        except ValueError as exc:
+            raise ConfigError(f"{source}: invalid JSON: {exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
+
+
+def interpolate_env(data: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in every string value."""
+    if isinstance(data, dict):
+        return {
+            k: interpolate_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [interpolate_env(v, env, f"{path}.{i}") for i, v in enumerate(data)]
+    if isinstance(data, str) and "${" in data:
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(
+                f"{path or '<root>'}: environment variable {name} is not set "
+                f"(write ${{{name}:-default}} to give a default)",
+                [(path, f"environment variable {name} is not set")],
+            )
+
+        return _ENV_REF.sub(sub, data)
+    return data
+
+
+def config_from_mapping(
+    data: Any, *, env: Mapping[str, str] | None = None, source: str = "<config>"
+) -> AppConfig:
+    """Validate an already-parsed mapping (after ``${VAR}`` interpolation)."""
+    env = os.environ if env is None else env
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of keys to values, "
+            f"got {type(data).__name__}"
+        )
+    data = interpolate_env(data, env)
+    if data.get("api_key") in (None, "") and env.get(API_KEY_ENV):
+        data = {**data, "api_key": env[API_KEY_ENV]}
+    try:
+        return AppConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = format_validation_error(exc)
+        lines = "\n".join(f"  {p}: {m}" for p, m in problems)
+        raise ConfigError(
+            f"{source}: {len(problems)} invalid setting(s):\n{lines}", problems
+        ) from None
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Read and validate a YAML (.yaml/.yml) or JSON (.json) config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {p} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config path {p} is a directory, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {p} cannot be read: {exc.strerror}") from None
+    suffix = p.suffix.lower()
+    if suffix == ".json":
+        fmt: Literal["json", "yaml"] = "json"
+    elif suffix in (".yaml", ".yml"):
+        fmt = "yaml"
+    else:
+        raise ConfigError(
+            f"config file {p}: unknown extension {suffix or '(none)'!r}; use .json, .yaml or .yml"
+        )
+    return config_from_mapping(parse_text(text, fmt, str(p)), env=env, source=str(p))
+
+
+def validate_components(config: AppConfig, registry: Any) -> dict[str, BaseModel | None]:
+    """Check every component block against its plugin; collects all problems before raising."""
+    validated: dict[str, BaseModel | None] = {}
+    problems: list[tuple[str, str]] = []
+    for path, kind, block in config.components():
+        try:
+            validated[path] = registry.validate_options(kind, block.plugin, block.options, path)
+        except ConfigError as exc:
+            problems.extend(exc.problems or [(f"{path}.plugin", str(exc))])
+    if problems:
+        lines = "\n".join(f"  {p}: {m}" for p, m in problems)
+        raise ConfigError(f"{len(problems)} invalid component setting(s):\n{lines}", problems)
+    return validated
+
+
+def default_config(**overrides: Any) -> AppConfig:
+    """The embedded defaults ``fr-edge demo`` runs on: simulated camera, loopback broker."""
+    base: dict[str, Any] = {
+        "device_id": "demo-001",
+        "dev_mode": True,
+        "broker_url": "https://127.0.0.1:8443",
+        "camera": {"plugin": "sim"},
+    }
+    base.update(overrides)
+    return AppConfig.model_validate(base)

@@ -1,0 +1,260 @@
+"""The engine: builds the configured components and runs the frame loop.
+
+This is the skeleton the vision pipeline grows on. It already owns what every stage needs:
+
+* components built by name from the config through the plugin registry, each block validated
+  by its plugin's model;
+* the lifecycle hooks (``fr_engine_started``, ``fr_engine_stopping``) and the event hook
+  (``fr_event_before_queue``: plugins enrich or veto each event before it is queued);
+* a frame loop that reads the camera with a timeout, never queues frames (a slow stage makes
+  the camera drop frames, which are counted), reopens a failed source with a capped backoff,
+  and stops within a bounded time when :meth:`Engine.request_stop` is called;
+* figures for heartbeats and the CLI (:class:`EngineStats`).
+
+Per-frame work is a list of :data:`FrameHandler` callables; the recognition stages (detector,
+tracker, embedder, matcher, EventValidator) plug in there.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from fr_core.config import AppConfig, validate_components
+from fr_core.errors import FrEdgeError
+from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
+from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+from fr_core.plugins import BuildContext, Registry
+
+log = logging.getLogger(__name__)
+
+Event = FacialIdEvent | EmotionEvent
+FrameHandler = Callable[["Engine", FrameResult], None]
+EventSink = Callable[[Event], None]
+
+
+@dataclass
+class EngineStats:
+    frames: int = 0
+    timeouts: int = 0
+    camera_errors: int = 0
+    camera_reopens: int = 0
+    camera_dropped: int = 0
+    events_queued: int = 0
+    events_vetoed: int = 0
+    events_invalid: int = 0
+    started_at: float = 0.0
+    stopped_at: float = 0.0
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean ms per frame handler
+
+    @property
+    def fps(self) -> float:
+        end = self.stopped_at or time.monotonic()
+        return self.frames / (end - self.started_at) if end > self.started_at else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["fps"] = round(self.fps, 2)
+        return d
+
+
+class Engine:
+    """Run with ``start()``, then ``run()`` (blocking) and ``stop()``; or as a context manager."""
+
+    def __init__(
+        self,
+        config: AppConfig,
+        registry: Registry,
+        *,
+        event_sink: EventSink | None = None,
+        handlers: list[FrameHandler] | None = None,
+        read_timeout: float = 1.0,
+        max_reopen_backoff: float = 10.0,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.handlers: list[FrameHandler] = list(handlers or [])
+        self.event_sink = event_sink
+        self.read_timeout = read_timeout
+        self.max_reopen_backoff = max_reopen_backoff
+        self.stats = EngineStats()
+        self.components: dict[str, Any] = {}
+        self._stop = threading.Event()
+        self._started = False
+        self._handler_time: dict[str, list[float]] = {}
+        # Validate every component block before building anything: all problems at once.
+        self._options = validate_components(config, registry)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        ctx = BuildContext(registry=self.registry, app_config=self.config)
+        try:
+            for path, kind, block in self.config.components():
+                self.components[path] = self.registry.create(
+                    kind, block.plugin, self._options[path], ctx, path=path
+                )
+            self.camera.open()
+        except BaseException:
+            self._close_components()
+            raise
+        self._started = True
+        self.stats.started_at = time.monotonic()
+        self.registry.pm.hook.fr_engine_started(engine=self)
+        log.info(
+            "engine started: %s",
+            ", ".join(f"{p}={b.plugin}" for p, _, b in self.config.components()),
+        )
+
+    @property
+    def camera(self) -> Any:
+        return self.components["camera"]
+
+    def component(self, kind: ComponentKind) -> Any | None:
+        for path, k, _ in self.config.components():
+            if k is kind:
+                return self.components.get(path)
+        return None
+
+    def request_stop(self) -> None:
+        """Ask the loop to stop; safe from signal handlers and other threads."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        self._started = False
+        self._stop.set()
+        try:
+            self.registry.pm.hook.fr_engine_stopping(engine=self)
+        finally:
+            self._close_components()
+            self.stats.stopped_at = time.monotonic()
+            log.info("engine stopped: %s", self.stats.as_dict())
+
+    def _close_components(self) -> None:
+        for path, comp in reversed(list(self.components.items())):
+            close = getattr(comp, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    log.warning("closing %s failed: %s", path, exc)
+        self.components.clear()
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- frame loop ---------------------------------------------------------------------
+
+    def run(self, max_frames: int | None = None, max_seconds: float | None = None) -> EngineStats:
+        """Process frames until EOS, ``request_stop()``, ``max_frames`` or ``max_seconds``."""
+        if not self._started:
+            raise FrEdgeError("engine is not started: call start() first")
+        deadline = time.monotonic() + max_seconds if max_seconds else None
+        backoff = 0.5
+        while not self._stop.is_set():
+            if max_frames is not None and self.stats.frames >= max_frames:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            result = self.camera.read(self.read_timeout)
+            if result.status is ReadStatus.FRAME:
+                backoff = 0.5
+                self.stats.frames += 1
+                self._handle(result)
+            elif result.status is ReadStatus.TIMEOUT:
+                self.stats.timeouts += 1
+            elif result.status is ReadStatus.EOS:
+                log.info("camera reached the end of its stream")
+                break
+            else:
+                self.stats.camera_errors += 1
+                log.warning("camera error: %s; reopening in %.1fs", result.error, backoff)
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.max_reopen_backoff)
+                try:
+                    self.camera.close()
+                    self.camera.open()
+                    self.stats.camera_reopens += 1
+                except Exception as exc:
+                    log.warning("camera reopen failed: %s", exc)
+        self.stats.camera_dropped = int(getattr(self.camera, "dropped", 0))
+        self.stats.stage_ms = {
+            name: round(1000 * sum(v) / len(v), 3) for name, v in self._handler_time.items() if v
+        }
+        return self.stats
+
+    def _handle(self, result: FrameResult) -> None:
+        for handler in self.handlers:
+            name = getattr(handler, "__name__", type(handler).__name__)
+            t0 = time.perf_counter()
+            handler(self, result)
+            times = self._handler_time.setdefault(name, [])
+            times.append(time.perf_counter() - t0)
+            if len(times) > 1000:
+                del times[:500]
+
+    # --- events -------------------------------------------------------------------------
+
+    def queue_event(self, event: Event) -> bool:
+        """Offer an event to the ``fr_event_before_queue`` hooks, then to the sink.
+
+        Each plugin sees the event as the previous one left it. A plugin that raises, or
+        whose enrichment makes the payload invalid, is logged and its changes are undone:
+        a faulty plugin never costs an event. Returns False only when a plugin vetoed it.
+        """
+        hook = self.registry.pm.hook.fr_event_before_queue
+        for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
+            before = event.model_copy(deep=True)
+            try:
+                verdict = impl.function(event=event, engine=self)
+                checked = parse_event(event.to_dict())
+            except ValidationError as exc:
+                self.stats.events_invalid += 1
+                log.error(
+                    "plugin %s made event %s invalid (%s); its changes are undone",
+                    impl.plugin_name,
+                    before.event_id,
+                    _errors(exc),
+                )
+                event = before
+                continue
+            except Exception as exc:
+                log.error(
+                    "plugin %s failed in fr_event_before_queue (%s); event %s kept "
+                    "without its changes",
+                    impl.plugin_name,
+                    exc,
+                    before.event_id,
+                )
+                event = before
+                continue
+            if verdict is False:
+                self.stats.events_vetoed += 1
+                log.info("event %s vetoed by plugin %s", event.event_id, impl.plugin_name)
+                return False
+            event = checked
+        if self.event_sink is not None:
+            self.event_sink(event)
+        self.stats.events_queued += 1
+        return True
+
+
+def _errors(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

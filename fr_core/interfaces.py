@@ -1,0 +1,231 @@
+"""Interfaces of the components that plugins provide.
+
+Each is a :class:`typing.Protocol`: a plugin's class need not inherit from it, it only has to
+provide the methods. The registry checks (``isinstance`` on the runtime-checkable protocol)
+that a factory returned an object of the right shape, so a wrong plugin fails with a clear error
+when the engine is built, not on the first frame.
+
+Images are numpy arrays in OpenCV's convention: ``H x W x 3`` ``uint8`` in BGR order.
+Bounding boxes are ``(x, y, w, h)`` in pixels of the frame they came from.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+
+class ComponentKind(str, enum.Enum):
+    """The kinds of component a plugin can register, with the hook that registers each."""
+
+    DETECTOR = "detector"
+    EMBEDDER = "embedder"
+    MATCHER = "matcher"
+    TRANSPORT = "transport"
+    STORAGE = "storage"
+    CAMERA = "camera"
+    TELEMETRY = "telemetry"
+    ACCELERATOR = "accelerator"
+    ANALYZER = "analyzer"
+
+    @property
+    def hook_name(self) -> str:
+        return _HOOKS[self]
+
+
+_HOOKS = {
+    ComponentKind.DETECTOR: "fr_register_detectors",
+    ComponentKind.EMBEDDER: "fr_register_embedders",
+    ComponentKind.MATCHER: "fr_register_matchers",
+    ComponentKind.TRANSPORT: "fr_register_transports",
+    ComponentKind.STORAGE: "fr_register_storages",
+    ComponentKind.CAMERA: "fr_register_camera_sources",
+    ComponentKind.TELEMETRY: "fr_register_telemetry",
+    ComponentKind.ACCELERATOR: "fr_register_accelerators",
+    ComponentKind.ANALYZER: "fr_register_analyzers",
+}
+
+
+# --- value types --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One detected face: box, detector score in [0, 1], optional 5-point landmarks."""
+
+    bbox: tuple[float, float, float, float]
+    score: float
+    landmarks: np.ndarray | None = None  # shape (5, 2): eyes, nose tip, mouth corners
+
+
+@dataclass(frozen=True)
+class Match:
+    """A gallery hit: the enrolled user and the cosine distance (1 - cosine similarity)."""
+
+    user_id: str
+    distance: float
+
+
+class ReadStatus(str, enum.Enum):
+    """Outcome of :meth:`CameraSource.read`. Only ``FRAME`` carries an image."""
+
+    FRAME = "frame"
+    TIMEOUT = "timeout"  # nothing arrived within the timeout; the source is still open
+    EOS = "eos"  # end of stream (end of file); reading again returns EOS
+    ERROR = "error"  # the source failed; the caller may close and reopen it
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    status: ReadStatus
+    frame: np.ndarray | None = None
+    index: int = -1  # frame number counted by the source since open
+    timestamp: float = 0.0  # seconds, monotonic clock of the source
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class AnalysisResult:
+    """Output of an analyzer for one face, e.g. an emotion label with its probability."""
+
+    label: str
+    score: float
+    scores: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a transport delivered: ids acknowledged by the broker, and ids it refused for good."""
+
+    acknowledged: Sequence[str] = ()
+    rejected: Mapping[str, str] = field(default_factory=dict)  # event_id -> reason
+
+
+@dataclass(frozen=True)
+class AcceleratorInfo:
+    name: str
+    device: str  # e.g. "NVIDIA Orin (sm_87)" or "cpu"
+    compute_capability: tuple[int, int] | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)  # cuda, tensorrt, ...
+
+
+# --- component protocols ------------------------------------------------------------------
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds faces in a frame."""
+
+    def detect(self, frame: np.ndarray) -> list[Detection]: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Turns a detected face into an L2-normalised float32 embedding of ``dim`` values."""
+
+    model_name: str
+    dim: int
+
+    def embed(self, frame: np.ndarray, detection: Detection) -> np.ndarray: ...
+
+
+@runtime_checkable
+class Matcher(Protocol):
+    """Nearest-neighbour search over the enrolled embeddings, one gallery per model name."""
+
+    def replace_gallery(self, model: str, user_ids: Sequence[str], embeddings: np.ndarray) -> None:
+        """Atomically replace the whole gallery of ``model``."""
+
+    def add(self, model: str, user_id: str, embedding: np.ndarray) -> None: ...
+
+    def remove(self, model: str, user_id: str) -> bool: ...
+
+    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]: ...
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Carries events, heartbeats and enrolment sync between the device and the broker."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def send_events(self, events: Sequence[Mapping[str, Any]]) -> SendResult: ...
+
+    def send_heartbeat(self, payload: Mapping[str, Any]) -> None: ...
+
+    def fetch_changes(self, since_version: int, limit: int) -> Mapping[str, Any]:
+        """One page of enrolment changes after ``since_version`` (format: docs/broker-api.md)."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Local durable state: enrolments, device config, and the event outbox."""
+
+    def initialize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_all_enrollments(self) -> dict[str, np.ndarray]: ...
+
+    def outbox_append(self, event: Mapping[str, Any]) -> None: ...
+
+
+@runtime_checkable
+class CameraSource(Protocol):
+    """A stream of frames. ``read`` never blocks longer than ``timeout`` seconds."""
+
+    def open(self) -> None: ...
+
+    def read(self, timeout: float) -> FrameResult: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Telemetry(Protocol):
+    """Platform health figures for heartbeats: temperatures, power, memory, load."""
+
+    def sample(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class Accelerator(Protocol):
+    """Device memory and execution for inference back-ends."""
+
+    def info(self) -> AcceleratorInfo: ...
+
+    def to_device(self, array: np.ndarray) -> Any: ...
+
+    def to_host(self, buffer: Any, out: np.ndarray | None = None) -> np.ndarray: ...
+
+    def synchronize(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Analyzer(Protocol):
+    """Per-face analysis such as emotion; ``name`` identifies the analysis in events."""
+
+    name: str
+
+    def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult: ...
+
+
+PROTOCOLS: dict[ComponentKind, type] = {
+    ComponentKind.DETECTOR: Detector,
+    ComponentKind.EMBEDDER: Embedder,
+    ComponentKind.MATCHER: Matcher,
+    ComponentKind.TRANSPORT: Transport,
+    ComponentKind.STORAGE: Storage,
+    ComponentKind.CAMERA: CameraSource,
+    ComponentKind.TELEMETRY: Telemetry,
+    ComponentKind.ACCELERATOR: Accelerator,
+    ComponentKind.ANALYZER: Analyzer,
+}

@@ -1,0 +1,351 @@
+"""Plugin manager factory and the typed component registry over it.
+
+No plugin manager is built at import time: :func:`get_plugin_manager` makes a fresh one each
+call, so tests and embedding applications control exactly which plugins are loaded.
+
+Plugins come from the ``fr_core`` entry-point group (the in-tree plugins use it too) and from
+``extra_plugins`` passed in code. ``FR_DISABLED_PLUGINS`` (comma-separated entry-point or plugin
+names) blocks plugins before they are imported. A plugin that fails to import, or whose
+registration hook raises, does not stop the others: its error is kept in
+:attr:`PluginManager.load_errors` and shown by ``fr-edge plugins`` and by the error raised when
+config asks for one of its components.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import logging
+import os
+import traceback
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pluggy
+from pydantic import BaseModel, ValidationError
+
+from fr_core import hookspecs
+from fr_core.errors import (
+    ComponentUnavailableError,
+    ConfigError,
+    PluginError,
+    UnknownComponentError,
+)
+from fr_core.interfaces import PROTOCOLS, ComponentKind
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "fr_core"
+DISABLE_ENV = "FR_DISABLED_PLUGINS"
+
+
+class RegisterCallback(Protocol):
+    """The callback every registration hook receives."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        config_model: type[BaseModel] | None = None,
+        *,
+        unavailable: str | None = None,
+        description: str = "",
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class PluginLoadError:
+    """A plugin that could not be loaded or registered, with the reason."""
+
+    plugin: str
+    distribution: str | None
+    error: str
+    detail: str = ""  # full traceback, for --debug
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One component a plugin registered."""
+
+    kind: ComponentKind
+    name: str
+    factory: Callable[..., Any]
+    config_model: type[BaseModel] | None
+    plugin: str
+    distribution: str | None
+    unavailable: str | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a component factory gets besides its own config.
+
+    ``app_config`` is the validated :class:`fr_core.config.AppConfig` (or ``None`` when a
+    component is built outside an engine); ``registry`` lets a component build the parts it
+    needs (an embedder its accelerator, say).
+    """
+
+    registry: Registry
+    app_config: Any = None
+    extras: Mapping[str, Any] = field(default_factory=dict)
+
+
+class PluginManager(pluggy.PluginManager):
+    """pluggy's manager plus the load errors and distributions of the plugins it loaded."""
+
+    def __init__(self) -> None:
+        super().__init__(hookspecs.PROJECT_NAME)
+        self.load_errors: list[PluginLoadError] = []
+        self.disabled: list[str] = []
+        self.distributions: dict[str, str] = {}  # plugin name -> "dist version"
+
+
+def disabled_from_env(env: Mapping[str, str] | None = None) -> list[str]:
+    raw = (env if env is not None else os.environ).get(DISABLE_ENV, "")
+    return [n.strip() for n in raw.split(",") if n.strip()]
+
+
+def get_plugin_manager(
+    *,
+    load_entrypoints: bool = True,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    disabled: Iterable[str] | None = None,
+) -> PluginManager:
+    """Build a new plugin manager.
+
+    ``extra_plugins`` are ``(name, plugin object)`` pairs registered after the entry points
+    (tests and embedding applications use this). ``disabled`` defaults to the names in
+    ``FR_DISABLED_PLUGINS``.
+    """
+    pm = PluginManager()
+    pm.add_hookspecs(hookspecs)
+    blocked = list(disabled) if disabled is not None else disabled_from_env()
+    for name in blocked:
+        pm.set_blocked(name)
+    pm.disabled = blocked
+    if load_entrypoints:
+        _load_entry_points(pm)
+    for name, plugin in extra_plugins:
+        _register(pm, plugin, name, None)
+    pm.check_pending()
+    return pm
+
+
+def _load_entry_points(pm: PluginManager) -> None:
+    for ep in sorted(md.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist else None
+        if pm.is_blocked(ep.name):
+            log.info("plugin %s disabled by %s", ep.name, DISABLE_ENV)
+            continue
+        try:
+            plugin = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            pm.load_errors.append(
+                PluginLoadError(ep.name, dist, _one_line(exc), traceback.format_exc())
+            )
+            log.warning("plugin %s could not be imported: %s", ep.name, _one_line(exc))
+            continue
+        _register(pm, plugin, ep.name, dist)
+
+
+def _register(pm: PluginManager, plugin: object, name: str, dist: str | None) -> None:
+    if pm.is_blocked(name):
+        return
+    existing = pm.get_plugin(name)
+    if existing is not None:
+        if existing is plugin:
+            return
+        raise PluginError(
+            f"two plugins are named {name!r} ({pm.distributions.get(name) or 'in code'} and "
+            f"{dist or 'in code'}); plugin names must be unique: uninstall or disable one "
+            f"with {DISABLE_ENV}={name}"
+        )
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        pm.load_errors.append(PluginLoadError(name, dist, _one_line(exc), traceback.format_exc()))
+        return
+    if dist:
+        pm.distributions[name] = dist
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Registry:
+    """Every component registered by the loaded plugins, by kind and name.
+
+    Built by calling each registration hook implementation with a ``register`` callback that
+    knows which plugin is calling. The same name registered twice for one kind is an error
+    naming both plugins.
+    """
+
+    def __init__(self, pm: PluginManager) -> None:
+        self.pm = pm
+        self._items: dict[ComponentKind, dict[str, Registration]] = {k: {} for k in ComponentKind}
+        self.load_errors: list[PluginLoadError] = list(pm.load_errors)
+        for kind in ComponentKind:
+            caller = getattr(pm.hook, kind.hook_name)
+            for impl in caller.get_hookimpls():
+                self._collect(kind, impl)
+
+    def _collect(self, kind: ComponentKind, impl: pluggy.HookImpl) -> None:
+        plugin_name = impl.plugin_name
+        dist = self.pm.distributions.get(plugin_name)
+
+        def register(
+            name: str,
+            factory: Callable[..., Any],
+            config_model: type[BaseModel] | None = None,
+            *,
+            unavailable: str | None = None,
+            description: str = "",
+        ) -> None:
+            if not isinstance(name, str) or not name.strip():
+                raise PluginError(
+                    f"plugin {plugin_name!r} registered a {kind.value} without a name"
+                )
+            if not callable(factory):
+                raise PluginError(
+                    f"plugin {plugin_name!r}: the factory of {kind.value} {name!r} is not callable"
+                )
+            if config_model is not None and not (
+                isinstance(config_model, type) and issubclass(config_model, BaseModel)
+            ):
+                raise PluginError(
+                    f"plugin {plugin_name!r}: the config model of {kind.value} {name!r} "
+                    "must be a pydantic BaseModel subclass or None"
+                )
+            other = self._items[kind].get(name)
+            if other is not None:
+                raise PluginError(
+                    f"{kind.value} name {name!r} is registered twice: by plugin {other.plugin!r}"
+                    f" and by plugin {plugin_name!r}; disable one with {DISABLE_ENV}"
+                )
+            self._items[kind][name] = Registration(
+                kind, name, factory, config_model, plugin_name, dist, unavailable, description
+            )
+
+        try:
+            kwargs = {"register": register} if "register" in impl.argnames else {}
+            impl.function(**kwargs)
+        except PluginError:
+            raise
+        except Exception as exc:
+            self.load_errors.append(
+                PluginLoadError(
+                    plugin_name,
+                    dist,
+                    f"{impl.function.__name__} failed: {_one_line(exc)}",
+                    traceback.format_exc(),
+                )
+            )
+            log.warning("plugin %s failed to register %ss: %s", plugin_name, kind.value, exc)
+
+    # --- queries ---
+
+    def names(self, kind: ComponentKind, *, available_only: bool = False) -> list[str]:
+        items = self._items[kind].values()
+        return sorted(r.name for r in items if not (available_only and r.unavailable))
+
+    def registrations(self, kind: ComponentKind | None = None) -> list[Registration]:
+        kinds = [kind] if kind else list(ComponentKind)
+        return [r for k in kinds for _, r in sorted(self._items[k].items())]
+
+    def get(self, kind: ComponentKind, name: str) -> Registration:
+        reg = self._items[kind].get(name)
+        if reg is None:
+            raise UnknownComponentError(self._unknown_message(kind, name))
+        return reg
+
+    def _unknown_message(self, kind: ComponentKind, name: str) -> str:
+        available = self.names(kind)
+        msg = f"unknown {kind.value} {name!r}; available: {', '.join(available) or 'none'}"
+        if self.load_errors:
+            why = "; ".join(
+                f"plugin {e.plugin!r} failed to load ({e.error})" for e in self.load_errors
+            )
+            msg += f". Some plugins are unavailable: {why}"
+        if self.pm.disabled:
+            msg += f". Disabled by {DISABLE_ENV}: {', '.join(self.pm.disabled)}"
+        return msg
+
+    def validate_options(
+        self, kind: ComponentKind, name: str, options: Mapping[str, Any], path: str = ""
+    ) -> BaseModel | None:
+        """Validate a component's config block with the model its plugin registered."""
+        reg = self.get(kind, name)
+        if reg.config_model is None:
+            if options:
+                keys = ", ".join(sorted(options))
+                where = f"{path}: " if path else ""
+                raise ConfigError(
+                    f"{where}{kind.value} {name!r} takes no options, got: {keys}",
+                    [(path, f"unexpected options {keys}")],
+                )
+            return None
+        try:
+            return reg.config_model.model_validate(dict(options))
+        except ValidationError as exc:
+            from fr_core.config import format_validation_error
+
+            problems = format_validation_error(exc, prefix=path)
+            text = "; ".join(f"{p}: {m}" for p, m in problems)
+            raise ConfigError(
+                f"invalid options for {kind.value} {name!r}: {text}", problems
+            ) from None
+
+    def create(
+        self,
+        kind: ComponentKind,
+        name: str,
+        options: Mapping[str, Any] | BaseModel | None = None,
+        context: BuildContext | None = None,
+        *,
+        path: str = "",
+    ) -> Any:
+        """Validate the options, build the component, and check it has the kind's interface."""
+        reg = self.get(kind, name)
+        if reg.unavailable:
+            raise ComponentUnavailableError(
+                f"{kind.value} {name!r} (plugin {reg.plugin!r}) is not available here: "
+                f"{reg.unavailable}"
+            )
+        config = (
+            options
+            if isinstance(options, BaseModel)
+            else self.validate_options(kind, name, options or {}, path)
+        )
+        ctx = context or BuildContext(registry=self)
+        try:
+            component = reg.factory(config, ctx)
+        except (PluginError, ConfigError):
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{kind.value} {name!r} (plugin {reg.plugin!r}) failed to start: {_one_line(exc)}"
+            ) from exc
+        protocol = PROTOCOLS[kind]
+        if not isinstance(component, protocol):
+            raise PluginError(
+                f"{kind.value} {name!r} (plugin {reg.plugin!r}) built a "
+                f"{type(component).__name__}, which lacks the {protocol.__name__} interface "
+                "(see docs/plugin_hooks.md)"
+            )
+        return component
+
+
+def build_registry(
+    *,
+    extra_plugins: Iterable[tuple[str, object]] = (),
+    load_entrypoints: bool = True,
+    disabled: Iterable[str] | None = None,
+) -> Registry:
+    """Shortcut: a new plugin manager and the registry over it."""
+    pm = get_plugin_manager(
+        load_entrypoints=load_entrypoints, extra_plugins=extra_plugins, disabled=disabled
+    )
+    return Registry(pm)

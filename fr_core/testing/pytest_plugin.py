@@ -1,0 +1,58 @@
+"""pytest fixtures for fr-edge and plugin authors (loaded automatically by pytest).
+
+* ``fr_plugin_manager``: a fresh plugin manager with the installed entry points loaded.
+* ``fr_add_plugin``: register a plugin object for one test and get the registry over it;
+  it is unregistered again at teardown (and the teardown checks that it is gone).
+* ``fr_registry``: the registry of the installed plugins.
+* ``fr_data``: the shared test data folder (``$FR_TEST_DATA`` or ``../shared/data``);
+  missing data fails the test in CI and skips it elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from fr_core.plugins import PluginManager, Registry, get_plugin_manager
+from fr_core.testing import require, shared_data_dir
+
+
+@pytest.fixture
+def fr_plugin_manager() -> PluginManager:
+    return get_plugin_manager()
+
+
+@pytest.fixture
+def fr_registry(fr_plugin_manager: PluginManager) -> Registry:
+    return Registry(fr_plugin_manager)
+
+
+@pytest.fixture
+def fr_add_plugin(fr_plugin_manager: PluginManager) -> Iterator[Callable[..., Registry]]:
+    added: list[str] = []
+
+    def add(plugin: object, name: str | None = None) -> Registry:
+        registered = fr_plugin_manager.register(plugin, name=name)
+        if registered is None:
+            raise ValueError(f"plugin {name or plugin!r} is blocked or already registered")
+        added.append(registered)
+        fr_plugin_manager.check_pending()
+        return Registry(fr_plugin_manager)
+
+    yield add
+    for name in added:
+        fr_plugin_manager.unregister(name=name)
+        assert fr_plugin_manager.get_plugin(name) is None, f"plugin {name} still registered"
+
+
+@pytest.fixture(scope="session")
+def fr_data(request: pytest.FixtureRequest) -> Path:
+    path = shared_data_dir(Path(str(request.config.rootpath)))
+    require(
+        path is not None and (path / "faces").is_dir(),
+        "shared test data not found: set FR_TEST_DATA or place it at ../shared/data",
+    )
+    assert path is not None
+    return path
