@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fr-edge-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint bench clean
+.PHONY: venv demo test lint bench clean schemas
 
 venv: $(STAMP)
 
@@ -38,3 +38,6 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks
+
+schemas: venv
+	$(BIN)/python -c "from fr_core.events import write_schemas; print(write_schemas('docs/schemas'))"

@@ -167,7 +167,7 @@ def config_check(file: Path) -> None:
     there is any. Environment variables referenced as ${NAME} must be set.
     """
     cfg = load_config(file)
-    validate_components(cfg, build_registry())
+    validate_components(cfg, build_registry(), str(file))
     click.echo(f"{file}: valid")
     for path, kind, block in cfg.components():
         click.echo(f"  {path}: {kind.value} {block.plugin!r}")

@@ -89,8 +89,8 @@ class AppConfig(BaseModel):
 
     device_id: str = Field(
         pattern=_DEVICE_ID,
-        description="identifier of this device in events and broker topics (1-64 characters: "
-        "letters, digits, '.', '_', ':', '-'; starts with a letter or digit)",
+        description="1-64 characters (letters, digits, '.', '_', ':', '-') starting with a "
+        "letter or digit; identifies this device in events and broker topics",
     )
     dev_mode: bool = Field(
         False,
@@ -149,6 +149,11 @@ class AppConfig(BaseModel):
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key(cls, v: Any) -> Any:
+        return None if v == "" else v
+
     @field_validator("broker_url")
     @classmethod
     def _url(cls, v: str, info: ValidationInfo) -> str:
@@ -205,35 +210,49 @@ def _fmt_value(path: str, value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
-    """Turn a pydantic error into ``(key path, message)`` pairs with value and what is allowed."""
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """Turn a pydantic error into ``(key path, message)`` pairs with value and what is allowed.
+
+    ``model`` is the model that was validated (default: :class:`AppConfig` when the error
+    came from it); it is used to list the allowed keys and to explain pattern rules.
+    """
+    if model is None and exc.title == "AppConfig":
+        model = AppConfig
     problems: list[tuple[str, str]] = []
     for err in exc.errors(include_url=False):
         loc = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
         path = ".".join(([prefix] if prefix else []) + loc) or (prefix or "<root>")
         kind = err["type"]
         if kind == "extra_forbidden":
-            allowed = _allowed_keys(exc.title, loc)
+            parent = _model_at(model, loc[:-1])
+            allowed = ", ".join(parent.model_fields) if parent else ""
             msg = "unknown key" + (f"; allowed keys here: {allowed}" if allowed else "")
         elif kind == "missing":
             msg = "required key is missing"
         else:
             msg = err["msg"].removeprefix("Value error, ")
+            if kind == "string_pattern_mismatch":
+                parent = _model_at(model, loc[:-1])
+                field = parent.model_fields.get(loc[-1]) if parent and loc else None
+                if field is not None and field.description:
+                    msg = f"must be {field.description}"
             if "input" in err and kind not in ("model_type", "dict_type"):
                 msg += f" (got {_fmt_value(path, err['input'])})"
         problems.append((path, msg))
     return problems
 
 
-def _allowed_keys(title: str, loc: list[str]) -> str:
-    model: Any = {"AppConfig": AppConfig, "LoggingConfig": LoggingConfig}.get(title)
-    for part in loc[:-1]:
+def _model_at(model: type[BaseModel] | None, loc: list[str]) -> type[BaseModel] | None:
+    """The nested model class at ``loc`` inside ``model``, if there is one."""
+    for part in loc:
         if model is None:
-            return ""
+            return None
         field = model.model_fields.get(part)
         ann = getattr(field, "annotation", None)
         model = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-    return ", ".join(model.model_fields) if model is not None else ""
+    return model
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -361,7 +380,9 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config_from_mapping(parse_text(text, fmt, str(p)), env=env, source=str(p))
 
 
-def validate_components(config: AppConfig, registry: Any) -> dict[str, BaseModel | None]:
+def validate_components(
+    config: AppConfig, registry: Any, source: str | None = None
+) -> dict[str, BaseModel | None]:
     """Check every component block against its plugin; collects all problems before raising."""
     validated: dict[str, BaseModel | None] = {}
     problems: list[tuple[str, str]] = []
@@ -372,7 +393,10 @@ def validate_components(config: AppConfig, registry: Any) -> dict[str, BaseModel
             problems.extend(exc.problems or [(f"{path}.plugin", str(exc))])
     if problems:
         lines = "\n".join(f"  {p}: {m}" for p, m in problems)
-        raise ConfigError(f"{len(problems)} invalid component setting(s):\n{lines}", problems)
+        where = f"{source}: " if source else ""
+        raise ConfigError(
+            f"{where}{len(problems)} invalid component setting(s):\n{lines}", problems
+        )
     return validated
 
 

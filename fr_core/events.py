@@ -51,6 +51,11 @@ DEFAULT_MATCH_THRESHOLD = 0.637
 DEFAULT_CONFIDENCE_STEEPNESS = 7.0
 
 MAX_IMAGE_BASE64 = 1_000_000  # a 50 KB JPEG is ~68 KB of base64; refuse anything absurd
+_IMAGE_SCHEMA = {
+    "description": "base64 JPEG of the face (standard alphabet, padded), or null",
+    "contentEncoding": "base64",
+    "contentMediaType": "image/jpeg",
+}
 
 
 def utc_now() -> datetime:
@@ -139,7 +144,11 @@ class _Event(BaseModel):
     """Validators and helpers shared by both events; fields are declared in each subclass in
     the README's order, so the JSON reads exactly like the documented payloads."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        json_schema_serialization_defaults_required=True,
+    )
 
     @field_validator("image", check_fields=False)
     @classmethod
@@ -182,7 +191,7 @@ class FacialIdEvent(_Event):
     event_type: Literal["facial_id"] = "facial_id"
     timestamp: str = Field(pattern=TIMESTAMP_PATTERN)
     confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
-    image: str | None = Field(None, max_length=MAX_IMAGE_BASE64)
+    image: str | None = Field(None, max_length=MAX_IMAGE_BASE64, json_schema_extra=_IMAGE_SCHEMA)
     metadata: FacialIdMetadata
 
     @classmethod
@@ -225,7 +234,7 @@ class EmotionEvent(_Event):
     emotion_code: str = Field(pattern=r"^EV2\.[1-7]$")
     timestamp: str = Field(pattern=TIMESTAMP_PATTERN)
     confidence: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
-    image: str | None = Field(None, max_length=MAX_IMAGE_BASE64)
+    image: str | None = Field(None, max_length=MAX_IMAGE_BASE64, json_schema_extra=_IMAGE_SCHEMA)
     metadata: EmotionMetadata
 
     @model_validator(mode="after")
@@ -290,4 +299,16 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://fr-edge.dev/schemas/v1/{name}.schema.json"
         out[name] = schema
+    return out
+
+
+def write_schemas(folder: str) -> list[str]:
+    """Write docs/schemas/<name>.schema.json (``make schemas``); returns the paths written."""
+    from pathlib import Path
+
+    out = []
+    for name, schema in event_json_schemas().items():
+        path = Path(folder) / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        out.append(str(path))
     return out

@@ -128,8 +128,22 @@ def get_plugin_manager(
         _load_entry_points(pm)
     for name, plugin in extra_plugins:
         _register(pm, plugin, name, None)
-    pm.check_pending()
+    _drop_pending(pm)
     return pm
+
+
+def _drop_pending(pm: PluginManager) -> None:
+    """``check_pending``: a plugin implementing a hook that does not exist (a typo, or a hook
+    of a newer fr-edge) is unregistered and reported, instead of stopping everything."""
+    while True:
+        try:
+            pm.check_pending()
+            return
+        except pluggy.PluginValidationError as exc:
+            name = pm.get_name(exc.plugin) or repr(exc.plugin)
+            pm.load_errors.append(PluginLoadError(name, pm.distributions.get(name), _one_line(exc)))
+            log.warning("plugin %s unregistered: %s", name, _one_line(exc))
+            pm.unregister(exc.plugin)
 
 
 def _load_entry_points(pm: PluginManager) -> None:
@@ -292,7 +306,7 @@ class Registry:
         except ValidationError as exc:
             from fr_core.config import format_validation_error
 
-            problems = format_validation_error(exc, prefix=path)
+            problems = format_validation_error(exc, prefix=path, model=reg.config_model)
             text = "; ".join(f"{p}: {m}" for p, m in problems)
             raise ConfigError(
                 f"invalid options for {kind.value} {name!r}: {text}", problems
