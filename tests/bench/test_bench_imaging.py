@@ -40,7 +40,7 @@ def _run(benchmark, cases):
     if benchmark.disabled:
         return
     ratios, final_ratios = [], []
-    for (name, img, bbox), r in zip(cases, results, strict=True):
+    for (_, img, bbox), r in zip(cases, results, strict=True):
         if bbox is not None:
             x0, y0, x1, y1 = crop_box(img.shape, bbox, 0.4)
             given = img[y0:y1, x0:x1]
