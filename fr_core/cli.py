@@ -50,16 +50,16 @@ class _Group(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except FrEdgeError as exc:
             _fail(ctx, str(exc), exc.exit_code)
-        except Exception as exc:
+        except Exception as exc:  # a bug or an unexpected failure: say where to look
             text = " ".join(str(exc).split())
-            _fail(ctx, f"{type(exc).__name__}: {text}", EXIT_RUNTIME)
+            _fail(ctx, f"{type(exc).__name__}: {text}", EXIT_RUNTIME, unexpected=True)
 
 
-def _fail(ctx: click.Context, message: str, code: int) -> None:
+def _fail(ctx: click.Context, message: str, code: int, unexpected: bool = False) -> None:
     debug = bool(ctx.obj and ctx.obj.get("debug"))
     if debug:
         traceback.print_exc()
-    hint = "" if debug else " (run with --debug for the traceback)" if code == EXIT_RUNTIME else ""
+    hint = " (run with --debug for the traceback)" if unexpected and not debug else ""
     click.echo(f"error: {message}{hint}", err=True)
     ctx.exit(code)
 

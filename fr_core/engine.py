@@ -223,7 +223,8 @@ class Engine:
         for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
             before = event.model_copy(deep=True)
             try:
-                verdict = impl.function(event=event, engine=self)
+                offered = {"event": event, "engine": self}
+                verdict = impl.function(**{a: offered[a] for a in impl.argnames})
                 checked = parse_event(event.to_dict())
             except ValidationError as exc:
                 self.stats.events_invalid += 1

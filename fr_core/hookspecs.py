@@ -18,11 +18,13 @@ docs/plugin_hooks.md; a test keeps that file in step with this module.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    from fr_core.engine import Engine
+    from fr_core.events import EmotionEvent, FacialIdEvent
     from fr_core.plugins import RegisterCallback
 
 PROJECT_NAME = "fr_core"
@@ -83,21 +85,24 @@ def fr_register_analyzers(register: RegisterCallback) -> None:
 
 
 @hookspec
-def fr_engine_started(engine: Any) -> None:
+def fr_engine_started(engine: Engine) -> None:
     """Called once the engine has built its components and before the first frame is read."""
 
 
 @hookspec
-def fr_engine_stopping(engine: Any) -> None:
+def fr_engine_stopping(engine: Engine) -> None:
     """Called once when the engine begins to stop, before components are closed."""
 
 
 @hookspec
-def fr_event_before_queue(event: Any, engine: Any) -> bool | None:
+def fr_event_before_queue(
+    event: FacialIdEvent | EmotionEvent, engine: Engine | None
+) -> bool | None:
     """Called for every event just before it is written to the outbox.
 
     An implementation may enrich the event by changing ``event.metadata`` in place (the core
     fields are validated again afterwards). Returning ``False`` vetoes the event: it is not
     queued and the veto is logged with the vetoing plugin's name. ``None`` or ``True`` lets it
-    through.
+    through. ``engine`` is None when the event does not come from an engine (an event
+    queued through the client API directly).
     """

@@ -1,0 +1,45 @@
+"""Docs stay in step with the code: hook headings, config keys, README commands."""
+
+from __future__ import annotations
+
+import inspect
+import re
+
+from fr_core import hookspecs
+from fr_core.config import AppConfig
+
+from .conftest import REPO
+
+
+def hook_signatures() -> dict[str, str]:
+    out = {}
+    for name, fn in inspect.getmembers(hookspecs, inspect.isfunction):
+        if hasattr(fn, "fr_core_spec"):
+            sig = inspect.signature(fn)
+            params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
+            out[name] = f"{name}({params}) -> {sig.return_annotation}"
+    return out
+
+
+def test_every_hook_has_a_heading_with_its_exact_signature():
+    text = (REPO / "docs" / "plugin_hooks.md").read_text()
+    headings = re.findall(r"^#{2,4} `(fr_\w+\(.*\) -> .*)`$", text, flags=re.M)
+    expected = hook_signatures()
+    assert len(expected) >= 12
+    assert sorted(headings) == sorted(expected.values())
+
+
+def test_every_config_key_is_documented():
+    text = (REPO / "docs" / "config.md").read_text()
+    documented = set(re.findall(r"^\| `(\w+)` \|", text, flags=re.M))
+    assert set(AppConfig.model_fields) <= documented, set(AppConfig.model_fields) - documented
+
+
+def test_readme_starts_with_the_two_commands():
+    text = (REPO / "README.md").read_text()
+    first_block = re.search(r"```(?:sh|bash)?\n(.*?)```", text, flags=re.S).group(1)
+    assert [line for line in first_block.splitlines() if line.strip()] == ["make demo", "make test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    assert "make test" in (REPO / ".ci" / "run").read_text()
