@@ -26,14 +26,13 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 demo: venv
 	$(BIN)/fr-edge demo
 
-test: venv
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check fr_core plugins hal tests
+test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check fr_core plugins hal tests
+	$(BIN)/mypy
 
 bench: venv
 	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \

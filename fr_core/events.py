@@ -24,6 +24,7 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
+from pydantic.json_schema import JsonDict
 
 FACIAL_ID_CODE = "EV1"
 
@@ -51,7 +52,7 @@ DEFAULT_MATCH_THRESHOLD = 0.637
 DEFAULT_CONFIDENCE_STEEPNESS = 7.0
 
 MAX_IMAGE_BASE64 = 1_000_000  # a 50 KB JPEG is ~68 KB of base64; refuse anything absurd
-_IMAGE_SCHEMA = {
+_IMAGE_SCHEMA: JsonDict = {
     "description": "base64 JPEG of the face (standard alphabet, padded), or null",
     "contentEncoding": "base64",
     "contentMediaType": "image/jpeg",

@@ -262,3 +262,18 @@ def test_arbitrary_text_never_crashes_the_loader(tmp_path_factory, text, fmt):
     path.write_text(text, encoding="utf-8")
     with contextlib.suppress(ConfigError):
         load_config(path, env={})
+
+
+def test_env_references_work_inside_component_blocks():
+    cfg = config_from_mapping(
+        {
+            **MINIMAL,
+            "camera": {"plugin": "sim", "source": "${CLIP:-/dev/null}"},
+            "transport": {"plugin": "jsonl", "path": "${OUT_DIR}/events.jsonl"},
+        },
+        env={"OUT_DIR": "/var/spool/fr"},
+    )
+    assert cfg.camera.options["source"] == "/dev/null"
+    assert cfg.transport.options["path"] == "/var/spool/fr/events.jsonl"
+    validated = validate_components(cfg, build_registry())
+    assert str(validated["transport"].path) == "/var/spool/fr/events.jsonl"
