@@ -144,8 +144,11 @@ def plugins(as_json: bool) -> None:
         )
     if not regs:
         click.echo("(no components registered)")
+    debug = bool(click.get_current_context().find_root().obj.get("debug"))
     for e in registry.load_errors:
         click.echo(f"\nplugin {e.plugin} ({e.distribution or 'in code'}) failed to load: {e.error}")
+        if debug and e.detail:
+            click.echo(e.detail.rstrip())
     if registry.pm.disabled:
         click.echo(f"\ndisabled by {DISABLE_ENV}: {', '.join(registry.pm.disabled)}")
 

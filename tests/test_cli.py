@@ -62,6 +62,8 @@ def test_plugins_lists_components_distributions_and_errors(fake_distribution):
         "plugin fake_broken (fake_broken 0.0.1) failed to load: ImportError: "
         "libnvinfer.so.10: cannot open" in result.output
     )
+    assert "Traceback" not in result.output
+    assert "Traceback (most recent call last)" in invoke("--debug", "plugins").output
 
 
 def test_plugins_json_and_disabled():

@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 DATA_ENV = "FR_TEST_DATA"
 
 
@@ -22,6 +20,8 @@ def require(condition: object, reason: str) -> None:
     """A missing prerequisite: a failure in CI (``CI=true``), a skip elsewhere."""
     if condition:
         return
+    import pytest  # only when used: fr_core.testing must import without pytest installed
+
     if in_ci():
         pytest.fail(f"prerequisite missing in CI: {reason}", pytrace=False)
     pytest.skip(reason)
