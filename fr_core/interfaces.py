@@ -159,21 +159,75 @@ class Transport(Protocol):
 
     def send_heartbeat(self, payload: Mapping[str, Any]) -> None: ...
 
-    def fetch_changes(self, since_version: int, limit: int) -> Mapping[str, Any]:
-        """One page of enrolment changes after ``since_version`` (format: docs/broker-api.md)."""
+    def fetch_changes(
+        self, since_version: int, limit: int, cursor: str | None = None
+    ) -> Mapping[str, Any] | bytes | str:
+        """One page of enrolment changes after ``since_version``, or of a snapshot when
+        ``since_version`` is 0 (``cursor`` continues a snapshot). Format: docs/broker-api.md."""
 
 
 @runtime_checkable
 class Storage(Protocol):
-    """Local durable state: enrolments, device config, and the event outbox."""
+    """Local durable state: enrolments, device config, sync state and the event outbox.
+
+    :class:`fr_core.storage.DatabaseManager` is the public face of the configured storage;
+    its docstrings describe each method. Every write is one transaction.
+    """
 
     def initialize(self) -> None: ...
 
     def close(self) -> None: ...
 
-    def get_all_enrollments(self) -> dict[str, np.ndarray]: ...
+    def upsert_enrollment(
+        self,
+        user_id: str,
+        embedding: np.ndarray,
+        model: str,
+        *,
+        detector: str | None = None,
+        display_name: str | None = None,
+    ) -> None: ...
+
+    def delete_enrollment(self, user_id: str) -> bool: ...
+
+    def get_enrollment(self, user_id: str) -> Any: ...
+
+    def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]: ...
+
+    def iter_enrollments(self, model: str | None, batch: int) -> Any: ...
+
+    def count_enrollments(self) -> dict[str, int]: ...
+
+    def get_config(self, key: str, default: str | None = None) -> str | None: ...
+
+    def set_config(self, key: str, value: str) -> None: ...
+
+    def get_sync_state(self) -> Any: ...
+
+    def apply_changes(self, page: Any) -> Any:
+        """Apply one validated sync page in one transaction (see docs/broker-api.md)."""
+
+    def record_sync_attempt(self, error: str | None) -> None: ...
+
+    def begin_resync(self) -> None: ...
+
+    def finish_resync(self, version: int) -> None: ...
+
+    def abort_resync(self) -> None: ...
 
     def outbox_append(self, event: Mapping[str, Any]) -> None: ...
+
+    def outbox_append_many(self, events: Sequence[Mapping[str, Any]]) -> None: ...
+
+    def outbox_claim(self, limit: int, lease_seconds: float) -> list[Any]: ...
+
+    def outbox_ack(self, event_ids: Sequence[str]) -> int: ...
+
+    def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None: ...
+
+    def outbox_stats(self) -> Any: ...
+
+    def integrity_check(self) -> str: ...
 
 
 @runtime_checkable

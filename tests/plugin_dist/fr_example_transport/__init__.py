@@ -63,9 +63,18 @@ class JsonlTransport:
             with open(self.config.heartbeat_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(dict(payload)) + "\n")
 
-    def fetch_changes(self, since_version: int, limit: int) -> Mapping[str, Any]:
-        # A file has no enrolment source: always "nothing new".
-        return {"version": since_version, "upserts": [], "deletions": [], "more": False}
+    def fetch_changes(
+        self, since_version: int, limit: int, cursor: str | None = None
+    ) -> Mapping[str, Any]:
+        # A file has no enrolment source: always "nothing new" (docs/broker-api.md).
+        return {
+            "from_version": since_version,
+            "to_version": since_version,
+            "latest_version": since_version,
+            "more": False,
+            "upserts": [],
+            "deletions": [],
+        }
 
 
 @hookimpl

@@ -1,0 +1,242 @@
+"""Matcher plugin ``numpy``: exact cosine search over in-memory galleries, one per model.
+
+Each gallery is an immutable snapshot: a matrix of L2-normalised float32 rows and the user ids
+in row order. Readers take the current snapshot with one attribute read and search it without
+a lock; writers build the next snapshot from the current one (rows patched, appended or
+removed in one vectorised step, no re-normalisation of the others and no reload from the
+database) and publish it with one assignment. A search therefore sees the gallery either
+before or after a whole batch of changes, never half of one.
+
+Embeddings of different models are never compared: a query names its model and only that
+gallery is searched; a query of the wrong dimension is an error.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from fr_core import hookimpl
+from fr_core.interfaces import Match
+
+
+class NumpyMatcherConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        lt=2,
+        description="largest cosine distance reported as a match; "
+        "default: the top-level match_threshold",
+    )
+
+
+@dataclass(frozen=True)
+class _Gallery:
+    matrix: np.ndarray  # (n, d) float32, rows L2-normalised, read-only
+    ids: tuple[str, ...]
+    index: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+
+def _normalise(rows: np.ndarray) -> np.ndarray:
+    rows = np.asarray(rows, dtype=np.float32)
+    if rows.ndim == 1:
+        rows = rows[None, :]
+    if not np.isfinite(rows).all():
+        raise ValueError("embeddings must be finite")
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    if (norms == 0).any():
+        raise ValueError("an embedding is all zeros")
+    return rows / norms
+
+
+def _make(matrix: np.ndarray, ids: Sequence[str]) -> _Gallery:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    matrix.setflags(write=False)
+    return _Gallery(matrix, tuple(ids), {u: i for i, u in enumerate(ids)})
+
+
+class NumpyMatcher:
+    """Thread-safe: any number of concurrent searches, writers serialised by a lock."""
+
+    def __init__(self, threshold: float = 0.637) -> None:
+        self.threshold = threshold
+        self._galleries: dict[str, _Gallery] = {}
+        self._write = threading.Lock()
+
+    # --- queries --------------------------------------------------------------------------
+
+    def models(self) -> dict[str, int]:
+        """Model name -> number of enrolments."""
+        return {m: len(g.ids) for m, g in self._galleries.items()}
+
+    def size(self, model: str) -> int:
+        g = self._galleries.get(model)
+        return len(g.ids) if g else 0
+
+    def _gallery(self, model: str, dim: int) -> _Gallery | None:
+        g = self._galleries.get(model)
+        if g is not None and g.dim != dim:
+            raise ValueError(
+                f"query has dimension {dim} but model {model!r} has {g.dim}: embeddings of "
+                "different models are never compared"
+            )
+        return g
+
+    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]:
+        """The ``k`` nearest enrolments of ``model`` by cosine distance, nearest first,
+        with distance <= the threshold."""
+        q = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        g = self._gallery(model, q.size)
+        if g is None or not g.ids:
+            return []
+        nq = float(np.linalg.norm(q))
+        if not np.isfinite(nq) or nq == 0:
+            raise ValueError("query embedding must be finite and non-zero")
+        scores = g.matrix @ q
+        if k == 1:
+            i = int(np.argmax(scores))
+            dist = 1.0 - float(scores[i]) / nq
+            return [Match(g.ids[i], max(0.0, dist))] if dist <= self.threshold else []
+        k = min(k, len(g.ids))
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        out = []
+        for i in top:
+            dist = 1.0 - float(scores[i]) / nq
+            if dist <= self.threshold:
+                out.append(Match(g.ids[int(i)], max(0.0, dist)))
+        return out
+
+    def search_batch(self, model: str, embeddings: np.ndarray) -> list[Match | None]:
+        """Top-1 for each row of ``embeddings`` (one matrix product for the whole batch)."""
+        Q = np.asarray(embeddings, dtype=np.float32)
+        if Q.ndim != 2:
+            raise ValueError(f"a batch must be 2-D (n, dim), got shape {Q.shape}")
+        g = self._gallery(model, Q.shape[1])
+        if g is None or not g.ids:
+            return [None] * len(Q)
+        norms = np.linalg.norm(Q, axis=1)
+        if not np.isfinite(norms).all() or (norms == 0).any():
+            raise ValueError("query embeddings must be finite and non-zero")
+        scores = Q @ g.matrix.T  # (b, n)
+        best = np.argmax(scores, axis=1)
+        out: list[Match | None] = []
+        for r, i in enumerate(best):
+            dist = 1.0 - float(scores[r, i]) / float(norms[r])
+            out.append(Match(g.ids[int(i)], max(0.0, dist)) if dist <= self.threshold else None)
+        return out
+
+    # --- updates --------------------------------------------------------------------------
+
+    def replace_gallery(self, model: str, user_ids: Sequence[str], embeddings: np.ndarray) -> None:
+        """Atomically replace the whole gallery of ``model`` (normalises the rows)."""
+        ids = list(user_ids)
+        if len(set(ids)) != len(ids):
+            raise ValueError("user ids in a gallery must be unique")
+        emb = np.asarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[0] != len(ids):
+            raise ValueError(f"need an (n, dim) array for {len(ids)} ids, got shape {emb.shape}")
+        gallery = _make(_normalise(emb) if len(ids) else emb, ids)
+        with self._write:
+            self._galleries = {**self._galleries, model: gallery}
+
+    def load(self, model: str, user_ids: Sequence[str], normalised: np.ndarray) -> None:
+        """Install a gallery whose rows are already L2-normalised float32 (no copy made)."""
+        with self._write:
+            self._galleries = {**self._galleries, model: _make(normalised, list(user_ids))}
+
+    def add(self, model: str, user_id: str, embedding: np.ndarray) -> None:
+        self.apply(upserts=[(model, user_id, embedding)])
+
+    def remove(self, model: str, user_id: str) -> bool:
+        g = self._galleries.get(model)
+        present = g is not None and user_id in g.index
+        self.apply(removals=[user_id], models=[model])
+        return present
+
+    def apply(
+        self,
+        upserts: Iterable[tuple[str, str, np.ndarray]] = (),
+        removals: Iterable[str] = (),
+        models: Iterable[str] | None = None,
+    ) -> None:
+        """Apply a batch of changes and publish every affected gallery at once.
+
+        ``upserts`` are ``(model, user_id, embedding)``; a user moving to another model
+        leaves the old gallery. ``removals`` are user ids, removed from the galleries of
+        ``models`` (default: all). A user may not be both upserted and removed in one batch.
+        """
+        ups: dict[str, dict[str, np.ndarray]] = {}
+        for model, uid, emb in upserts:
+            ups.setdefault(model, {})[uid] = emb
+        gone = set(removals)
+        upserted = {u for per in ups.values() for u in per}
+        if gone & upserted:
+            raise ValueError(
+                f"users both upserted and removed in one batch: {sorted(gone & upserted)}"
+            )
+        scope = None if models is None else set(models)
+        with self._write:
+            current = self._galleries
+            new = dict(current)
+            for m in set(current) | set(ups):
+                g = current.get(m)
+                per = ups.get(m, {})
+                drop = (gone if scope is None or m in scope else set()) | (upserted - per.keys())
+                if per or (g is not None and drop & g.index.keys()):
+                    new[m] = self._patched(g, per, drop)
+            self._galleries = new
+
+    @staticmethod
+    def _patched(g: _Gallery | None, ups: dict[str, np.ndarray], drop: set[str]) -> _Gallery:
+        ids_up = list(ups)
+        if ids_up:
+            rows = _normalise(
+                np.stack([np.asarray(v, np.float32).reshape(-1) for v in ups.values()])
+            )
+        else:
+            rows = np.empty((0, g.dim if g else 0), np.float32)
+        if g is None or not g.ids:
+            return _make(rows, ids_up)
+        if ids_up and rows.shape[1] != g.dim:
+            raise ValueError(
+                f"embedding dimension {rows.shape[1]} differs from the gallery's {g.dim}"
+            )
+        keep = np.array([u not in drop for u in g.ids], dtype=bool)
+        matrix = g.matrix[keep]  # a new array: the published snapshot stays untouched
+        ids = [u for u, k in zip(g.ids, keep, strict=True) if k]
+        pos = {u: i for i, u in enumerate(ids)}
+        replace = [(pos[u], r) for r, u in enumerate(ids_up) if u in pos]
+        if replace:
+            matrix[[p for p, _ in replace]] = rows[[r for _, r in replace]]
+        append = [r for r, u in enumerate(ids_up) if u not in pos]
+        if append:
+            matrix = np.concatenate([matrix, rows[append]])
+            ids += [ids_up[r] for r in append]
+        return _make(matrix, ids)
+
+
+@hookimpl
+def fr_register_matchers(register: Any) -> None:
+    def factory(cfg: NumpyMatcherConfig, ctx: Any) -> NumpyMatcher:
+        app = getattr(ctx, "app_config", None)
+        threshold = cfg.threshold or (app.match_threshold if app is not None else 0.637)
+        return NumpyMatcher(threshold)
+
+    register(
+        "numpy",
+        factory,
+        NumpyMatcherConfig,
+        description="exact cosine search, one gallery per model, atomic batch updates",
+    )

@@ -1,0 +1,163 @@
+"""Tables of the device database and the forward migrations between schema versions.
+
+Version 1 is the original module's database: ``enrolled_users`` and ``device_config`` exactly
+as its README lists them, nothing else. Devices upgraded from that module open such a file
+and it is migrated in place. Version 2 adds the outbox, sync state, counters, the staging
+table of a full resync, and the schema version record itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+    func,
+    inspect,
+    select,
+    text,
+)
+
+SCHEMA_VERSION = 2
+
+metadata = MetaData()
+
+
+def _user_columns() -> list[Column[Any]]:
+    # The README's schema, column for column.
+    return [
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("user_id", Text, nullable=False, unique=True),
+        Column("display_name", Text),
+        Column("model", Text),
+        Column("detector", Text),
+        Column("embedding", LargeBinary),
+        Column("embedding_dim", Integer),
+        Column("sync_version", Integer),
+        Column("synced_at", Text),
+        Column("created_at", Text),
+    ]
+
+
+enrolled_users = Table("enrolled_users", metadata, *_user_columns(), sqlite_autoincrement=True)
+Index("ix_enrolled_users_model", enrolled_users.c.model)
+
+device_config = Table(
+    "device_config",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text),
+    Column("updated_at", Text),
+)
+
+# --- added in version 2 ---
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+
+enrolled_users_staging = Table("enrolled_users_staging", metadata, *_user_columns())
+
+sync_state = Table(
+    "sync_state",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("version", Integer, nullable=False, default=0),
+    Column("last_success_at", Float),
+    Column("last_attempt_at", Float),
+    Column("last_error", Text),
+    Column("resync_in_progress", Integer, nullable=False, default=0),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", Text, nullable=False, unique=True),
+    Column("event_type", Text, nullable=False),
+    Column("payload", Text, nullable=False),  # the event as JSON, without its image
+    Column("image", LargeBinary),  # the JPEG bytes
+    Column("size", Integer, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("claimed_until", Float),
+    Column("last_error", Text),
+    sqlite_autoincrement=True,
+)
+Index("ix_outbox_created_at", outbox.c.created_at)
+
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Integer, nullable=False, default=0),
+)
+
+V1_TABLES = ("enrolled_users", "device_config")
+
+
+def current_version(conn: Connection) -> int:
+    """0 for an empty database, 1 for the original module's, else the recorded version."""
+    tables = set(inspect(conn).get_table_names())
+    if "schema_version" in tables:
+        return int(conn.execute(select(func.max(schema_version.c.version))).scalar() or 0)
+    if "enrolled_users" in tables:
+        return 1
+    return 0
+
+
+def _create_v1(conn: Connection) -> None:
+    for name in V1_TABLES:
+        metadata.tables[name].create(conn, checkfirst=True)
+    Index("ix_enrolled_users_model", enrolled_users.c.model).create(conn, checkfirst=True)
+
+
+def _v1_to_v2(conn: Connection) -> None:
+    for t in (schema_version, enrolled_users_staging, sync_state, outbox, counters):
+        t.create(conn, checkfirst=True)
+    Index("ix_outbox_created_at", outbox.c.created_at).create(conn, checkfirst=True)
+    tables = inspect(conn).get_indexes("enrolled_users")
+    if not any(ix["name"] == "ix_enrolled_users_model" for ix in tables):
+        Index("ix_enrolled_users_model", enrolled_users.c.model).create(conn)
+    # The original module kept a sync version per row; the device's version is the highest.
+    version = conn.execute(select(func.max(enrolled_users.c.sync_version))).scalar() or 0
+    conn.execute(sync_state.insert().values(id=1, version=int(version), resync_in_progress=0))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+    # from version -> step to version + 1
+    0: _create_v1,
+    1: _v1_to_v2,
+}
+
+
+def migrate(conn: Connection) -> tuple[int, int]:
+    """Apply every forward migration in the caller's transaction; returns (from, to)."""
+    start = version = current_version(conn)
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"the database has schema version {version}, newer than this fr-edge "
+            f"({SCHEMA_VERSION}); upgrade fr-edge instead of opening it with an older one"
+        )
+    while version < SCHEMA_VERSION:
+        MIGRATIONS[version](conn)
+        version += 1
+    if start != version:
+        conn.execute(schema_version.delete())
+        conn.execute(schema_version.insert().values(version=version))
+    return start, version
+
+
+def integrity_check(conn: Connection) -> str:
+    if conn.dialect.name != "sqlite":
+        return "ok"
+    rows = conn.execute(text("PRAGMA integrity_check")).fetchall()
+    return "; ".join(str(r[0]) for r in rows)

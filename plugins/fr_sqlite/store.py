@@ -1,0 +1,669 @@
+"""SQLite (or any SQLAlchemy database) implementation of the fr-edge storage interface."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import (
+    Connection,
+    Engine,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+from fr_core.events import format_timestamp
+from fr_core.storage import (
+    ApplyResult,
+    Change,
+    DevModeError,
+    Enrollment,
+    OutboxFullError,
+    OutboxItem,
+    OutboxPolicy,
+    OutboxStats,
+    StorageError,
+    SyncError,
+    SyncState,
+    check_display_name,
+    check_embedding,
+    check_model,
+    check_user_id,
+)
+from fr_core.syncpage import ChangesPage, DeleteItem, UpsertItem, as_change
+from fr_sqlite import schema as s
+
+log = logging.getLogger(__name__)
+
+
+class OutboxOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_events: int = Field(100_000, ge=1, description="most events kept unsent")
+    max_bytes: int = Field(2 * 1024**3, ge=1024, description="most bytes of events kept")
+    max_age_seconds: float = Field(30 * 86400, gt=0, description="older unsent events expire")
+    when_full: Literal["reject_new", "drop_oldest"] = Field(
+        "drop_oldest", description="what a full outbox does with a new event"
+    )
+
+
+class SqliteStorageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(
+        None, description="file path or SQLAlchemy URL; default: the top-level db_path"
+    )
+    dev_mode: bool | None = Field(None, description="default: the top-level dev_mode")
+    outbox: OutboxOptions = Field(OutboxOptions(), description="outbox bounds and policy")
+
+
+def _now_iso() -> str:
+    return format_timestamp(datetime.now(timezone.utc))
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the database file 0600 (and its folder 0700) before SQLite opens it."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    os.close(fd)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("database %s was readable by others (mode %o); now 0600", path, mode)
+
+
+class SqliteStorage:
+    """See :class:`fr_core.storage.DatabaseManager` for the meaning of each method."""
+
+    def __init__(self, path: str, dev_mode: bool = False, policy: OutboxPolicy | None = None):
+        self.dev_mode = dev_mode
+        self.policy = policy or OutboxPolicy()
+        self._engine: Engine | None = None
+        self._target = path
+        self._lock = threading.Lock()
+        self._dims: dict[str, int] = {}
+
+    # --- connection -------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise StorageError("the database is not initialized: call initialize() first")
+        return self._engine
+
+    def _make_engine(self) -> Engine:
+        target = self._target
+        if "://" in target:
+            url = make_url(target)
+            file = url.database if url.get_backend_name() == "sqlite" else None
+        else:
+            url = make_url("sqlite://")._replace(database=str(Path(target)))
+            file = str(Path(target))
+        is_sqlite = url.get_backend_name() == "sqlite"
+        if is_sqlite and file and file != ":memory:":
+            _prepare_file(Path(file))
+        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        if is_sqlite:
+
+            @event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _rec: Any) -> None:
+                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
+                cur.execute("PRAGMA secure_delete=ON")  # deleted embeddings are overwritten
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _on_begin(conn: Connection) -> None:
+                # Take the write lock up front: no deadlock upgrading a read lock later.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+
+    def initialize(self) -> None:
+        with self._lock:
+            if self._engine is None:
+                self._engine = self._make_engine()
+        try:
+            with self.engine.begin() as conn:
+                start, end = s.migrate(conn)
+                if conn.execute(select(s.sync_state.c.id)).first() is None:
+                    conn.execute(insert(s.sync_state).values(id=1, version=0, resync_in_progress=0))
+                if not self.dev_mode:
+                    purged = conn.execute(
+                        update(s.enrolled_users)
+                        .where(s.enrolled_users.c.display_name.is_not(None))
+                        .values(display_name=None)
+                    ).rowcount
+                    if purged:
+                        log.warning("production mode: removed %d stored display names", purged)
+                conn.execute(delete(s.enrolled_users_staging))  # an interrupted resync
+                if conn.execute(select(s.sync_state.c.resync_in_progress)).scalar():
+                    conn.execute(update(s.sync_state).values(resync_in_progress=0))
+                    log.warning("a full resync was interrupted; it starts again on the next sync")
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot open the database {self._target}: {_short(exc)}") from exc
+        if start != end:
+            log.info("database schema upgraded from version %d to %d", start, end)
+        self._dims = {}
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def integrity_check(self) -> str:
+        with self.engine.connect() as conn:
+            return s.integrity_check(conn)
+
+    # --- enrolments ---------------------------------------------------------------------------
+
+    def _model_dim(self, conn: Connection, model: str) -> int | None:
+        if model not in self._dims:
+            dim = conn.execute(
+                select(s.enrolled_users.c.embedding_dim)
+                .where(s.enrolled_users.c.model == model)
+                .limit(1)
+            ).scalar()
+            if dim is None:
+                return None
+            self._dims[model] = int(dim)
+        return self._dims[model]
+
+    def upsert_enrollment(
+        self,
+        user_id: str,
+        embedding: np.ndarray,
+        model: str,
+        *,
+        detector: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        check_user_id(user_id)
+        check_model(model)
+        if display_name is not None and not self.dev_mode:
+            raise DevModeError(
+                "display names are stored only in dev mode; in production the device keeps "
+                "the employee id alone"
+            )
+        check_display_name(display_name)
+        with self.engine.begin() as conn:
+            vec = check_embedding(embedding, self._model_dim(conn, model))
+            self._upsert(conn, s.enrolled_users, user_id, vec, model, detector, display_name, None)
+            self._dims.setdefault(model, vec.size)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        user_id: str,
+        vec: np.ndarray,
+        model: str,
+        detector: str | None,
+        display_name: str | None,
+        version: int | None,
+    ) -> None:
+        now = _now_iso()
+        values = {
+            "model": model,
+            "detector": detector,
+            "embedding": vec.astype("<f4").tobytes(),
+            "embedding_dim": int(vec.size),
+            "display_name": display_name if self.dev_mode else None,
+            "sync_version": version,
+            "synced_at": now if version is not None else None,
+        }
+        done = conn.execute(update(table).where(table.c.user_id == user_id).values(**values))
+        if done.rowcount == 0:
+            conn.execute(insert(table).values(user_id=user_id, created_at=now, **values))
+
+    def delete_enrollment(self, user_id: str) -> bool:
+        check_user_id(user_id)
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                delete(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
+            ).rowcount
+        return bool(gone)
+
+    def _row_to_enrollment(self, row: Any) -> Enrollment:
+        vec = np.frombuffer(row.embedding, dtype="<f4").astype(np.float32)
+        return Enrollment(
+            user_id=row.user_id,
+            model=row.model,
+            embedding=vec,
+            detector=row.detector,
+            display_name=row.display_name,
+            sync_version=row.sync_version,
+            synced_at=row.synced_at,
+            created_at=row.created_at,
+        )
+
+    def get_enrollment(self, user_id: str) -> Enrollment | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
+            ).first()
+        return self._row_to_enrollment(row) if row else None
+
+    def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]:
+        q = select(s.enrolled_users.c.user_id, s.enrolled_users.c.embedding)
+        if model is not None:
+            q = q.where(s.enrolled_users.c.model == model)
+        with self.engine.connect() as conn:
+            return {
+                r.user_id: np.frombuffer(r.embedding, dtype="<f4").astype(np.float32)
+                for r in conn.execute(q)
+            }
+
+    def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
+        last = ""
+        while True:
+            q = select(s.enrolled_users).where(s.enrolled_users.c.user_id > last)
+            if model is not None:
+                q = q.where(s.enrolled_users.c.model == model)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(s.enrolled_users.c.user_id).limit(batch)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._row_to_enrollment(row)
+            last = rows[-1].user_id
+
+    def count_enrollments(self) -> dict[str, int]:
+        q = select(s.enrolled_users.c.model, func.count()).group_by(s.enrolled_users.c.model)
+        with self.engine.connect() as conn:
+            return {str(m): int(n) for m, n in conn.execute(q)}
+
+    # --- device config ------------------------------------------------------------------------
+
+    def get_config(self, key: str, default: str | None = None) -> str | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(s.device_config.c.value).where(s.device_config.c.key == key)
+            ).scalar()
+        return default if value is None else str(value)
+
+    def set_config(self, key: str, value: str) -> None:
+        if not isinstance(key, str) or not key or len(key) > 128:
+            raise ValueError(f"config key must be 1-128 characters, got {key!r}")
+        if not isinstance(value, str):
+            raise ValueError(f"config value must be a string, got {type(value).__name__}")
+        with self.engine.begin() as conn:
+            values = {"value": value, "updated_at": _now_iso()}
+            done = conn.execute(
+                update(s.device_config).where(s.device_config.c.key == key).values(**values)
+            )
+            if done.rowcount == 0:
+                conn.execute(insert(s.device_config).values(key=key, **values))
+
+    # --- sync ---------------------------------------------------------------------------------
+
+    def get_sync_state(self) -> SyncState:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.sync_state).where(s.sync_state.c.id == 1)).first()
+        if row is None:
+            return SyncState()
+        return SyncState(
+            version=int(row.version),
+            last_success_at=row.last_success_at,
+            last_attempt_at=row.last_attempt_at,
+            last_error=row.last_error,
+            resync_in_progress=bool(row.resync_in_progress),
+        )
+
+    def record_sync_attempt(self, error: str | None) -> None:
+        now = time.time()
+        values: dict[str, Any] = {"last_attempt_at": now, "last_error": error}
+        if error is None:
+            values["last_success_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(update(s.sync_state).where(s.sync_state.c.id == 1).values(**values))
+
+    def apply_changes(self, page: ChangesPage) -> ApplyResult:
+        """Apply one page in one transaction; the new version is stored with the data.
+
+        A page that ends at or before the stored version is a duplicate and is skipped.
+        A page that starts after it leaves a gap and is refused. Inside a page, a change
+        older than the row it would touch is stale and ignored.
+        """
+        try:
+            with self.engine.begin() as conn:
+                state = conn.execute(select(s.sync_state).where(s.sync_state.c.id == 1)).one()
+                if page.snapshot != bool(state.resync_in_progress):
+                    raise SyncError(
+                        "a snapshot page outside a resync"
+                        if page.snapshot
+                        else "an incremental page during a resync"
+                    )
+                if page.snapshot:
+                    return self._stage(conn, page)
+                current = int(state.version)
+                if page.to_version <= current and page.changes:
+                    return ApplyResult(current, (), len(page.changes), skipped_page=True)
+                if page.from_version > current:
+                    raise SyncError(
+                        f"sync page starts at version {page.from_version} but the device is at "
+                        f"{current}: a gap; it was not applied"
+                    )
+                self._check_dims(conn, page)
+                applied: list[Change] = []
+                stale = 0
+                for item in page.changes:
+                    if item.version <= current:
+                        stale += 1
+                        continue
+                    if self._apply_item(conn, s.enrolled_users, item):
+                        applied.append(as_change(item))
+                    else:
+                        stale += 1
+                new_version = max(current, page.to_version)
+                conn.execute(
+                    update(s.sync_state).where(s.sync_state.c.id == 1).values(version=new_version)
+                )
+        except SQLAlchemyError as exc:
+            raise StorageError(f"applying a sync page failed: {_short(exc)}") from exc
+        return ApplyResult(new_version, tuple(applied), stale)
+
+    def _check_dims(self, conn: Connection, page: ChangesPage) -> None:
+        for item in page.upserts:
+            dim = self._model_dim(conn, item.model)
+            if dim is not None and dim != item.embedding.size:
+                raise SyncError(
+                    f"sync page upsert of {item.user_id!r}: model {item.model!r} has dimension "
+                    f"{dim} on this device, the page sends {item.embedding.size}"
+                )
+
+    def _apply_item(self, conn: Connection, table: Any, item: UpsertItem | DeleteItem) -> bool:
+        row_version = conn.execute(
+            select(table.c.sync_version).where(table.c.user_id == item.user_id)
+        ).first()
+        if row_version is not None and (row_version[0] or 0) >= item.version:
+            return False
+        if isinstance(item, DeleteItem):
+            conn.execute(delete(table).where(table.c.user_id == item.user_id))
+            return True
+        name = item.display_name if self.dev_mode else None
+        self._upsert(
+            conn, table, item.user_id, item.embedding, item.model, item.detector, name, item.version
+        )
+        self._dims.setdefault(item.model, item.embedding.size)
+        return True
+
+    # full resync: pages go to a staging table, swapped in at the end in one transaction
+
+    def begin_resync(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(s.enrolled_users_staging))
+            conn.execute(update(s.sync_state).values(resync_in_progress=1))
+
+    def _stage(self, conn: Connection, page: ChangesPage) -> ApplyResult:
+        for item in page.upserts:
+            name = item.display_name if self.dev_mode else None
+            self._upsert(
+                conn,
+                s.enrolled_users_staging,
+                item.user_id,
+                item.embedding,
+                item.model,
+                item.detector,
+                name,
+                item.version,
+            )
+        return ApplyResult(page.to_version, (), 0)
+
+    def finish_resync(self, version: int) -> None:
+        u, st = s.enrolled_users, s.enrolled_users_staging
+        cols = [c.name for c in u.columns if c.name != "id"]
+        with self.engine.begin() as conn:
+            dims = conn.execute(
+                select(
+                    st.c.model, func.min(st.c.embedding_dim), func.max(st.c.embedding_dim)
+                ).group_by(st.c.model)
+            ).all()
+            for model, lo, hi in dims:
+                if lo != hi:
+                    raise SyncError(f"snapshot holds model {model!r} with dimensions {lo} and {hi}")
+            conn.execute(delete(u))
+            conn.execute(
+                insert(u).from_select(cols, select(*[st.c[c] for c in cols]).order_by(st.c.id))
+            )
+            conn.execute(delete(st))
+            conn.execute(update(s.sync_state).values(version=version, resync_in_progress=0))
+        self._dims = {}
+
+    def abort_resync(self) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(delete(s.enrolled_users_staging))
+            conn.execute(update(s.sync_state).values(resync_in_progress=0))
+
+    # --- outbox -------------------------------------------------------------------------------
+
+    def _counter(self, conn: Connection, name: str, delta: int) -> None:
+        if delta == 0:
+            return
+        done = conn.execute(
+            update(s.counters)
+            .where(s.counters.c.name == name)
+            .values(value=s.counters.c.value + delta)
+        )
+        if done.rowcount == 0:
+            conn.execute(insert(s.counters).values(name=name, value=delta))
+
+    def _counters(self, conn: Connection) -> dict[str, int]:
+        return {
+            str(n): int(v) for n, v in conn.execute(select(s.counters.c.name, s.counters.c.value))
+        }
+
+    @staticmethod
+    def _split(event: Mapping[str, Any]) -> tuple[str, str, str, bytes | None]:
+        data = dict(event)
+        event_id = data.get("event_id")
+        if not isinstance(event_id, str) or not event_id:
+            raise ValueError("an outbox event needs a non-empty string event_id")
+        event_type = data.get("event_type")
+        if not isinstance(event_type, str) or not event_type:
+            raise ValueError(f"event {event_id}: event_type must be a non-empty string")
+        image = data.pop("image", None)
+        blob = None
+        if image is not None:
+            try:
+                blob = base64.b64decode(image, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise ValueError(f"event {event_id}: image is not base64") from None
+        try:
+            payload = json.dumps(data, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"event {event_id} cannot be stored as JSON: {exc}") from None
+        return event_id, event_type, payload, blob
+
+    def outbox_append(self, event: Mapping[str, Any]) -> None:
+        self.outbox_append_many([event])
+
+    def outbox_append_many(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Store events in one transaction (all or none). An event_id already queued is
+        ignored, so a retried append never duplicates."""
+        rows = [self._split(e) for e in events]
+        now = time.time()
+        p = self.policy
+        try:
+            with self.engine.begin() as conn:
+                self._expire(conn, now)
+                c = self._counters(conn)
+                depth, size = c.get("outbox_depth", 0), c.get("outbox_bytes", 0)
+                for event_id, event_type, payload, blob in rows:
+                    nbytes = len(payload) + (len(blob) if blob else 0)
+                    exists = conn.execute(
+                        select(s.outbox.c.id).where(s.outbox.c.event_id == event_id)
+                    ).first()
+                    if exists:
+                        continue
+                    if nbytes > p.max_bytes:
+                        raise ValueError(
+                            f"event {event_id} ({nbytes} bytes) is larger than the "
+                            f"outbox limit ({p.max_bytes} bytes)"
+                        )
+                    while depth + 1 > p.max_events or size + nbytes > p.max_bytes:
+                        if p.when_full == "reject_new":
+                            raise OutboxFullError(
+                                f"outbox full ({depth} events, {size} bytes; limits "
+                                f"{p.max_events} events, {p.max_bytes} bytes): event {event_id} "
+                                "rejected (policy reject_new)"
+                            )
+                        oldest = conn.execute(
+                            select(s.outbox.c.id, s.outbox.c.event_id, s.outbox.c.size)
+                            .order_by(s.outbox.c.id)
+                            .limit(1)
+                        ).first()
+                        if oldest is None:
+                            break
+                        conn.execute(delete(s.outbox).where(s.outbox.c.id == oldest.id))
+                        depth, size = depth - 1, size - oldest.size
+                        self._counter(conn, "outbox_depth", -1)
+                        self._counter(conn, "outbox_bytes", -oldest.size)
+                        self._counter(conn, "dropped_total", 1)
+                        log.warning(
+                            "outbox full: dropped the oldest event %s (policy drop_oldest)",
+                            oldest.event_id,
+                        )
+                    conn.execute(
+                        insert(s.outbox).values(
+                            event_id=event_id,
+                            event_type=event_type,
+                            payload=payload,
+                            image=blob,
+                            size=nbytes,
+                            created_at=now,
+                            attempts=0,
+                            next_attempt_at=now,
+                        )
+                    )
+                    depth, size = depth + 1, size + nbytes
+                    self._counter(conn, "outbox_depth", 1)
+                    self._counter(conn, "outbox_bytes", nbytes)
+        except OutboxFullError:
+            with self.engine.begin() as conn:
+                self._counter(conn, "rejected_total", 1)
+            log.warning("outbox full: new event rejected (policy reject_new)")
+            raise
+        except IntegrityError as exc:
+            raise StorageError(f"outbox append failed: {_short(exc)}") from exc
+
+    def _expire(self, conn: Connection, now: float) -> None:
+        horizon = now - self.policy.max_age_seconds
+        old = conn.execute(
+            select(s.outbox.c.event_id, s.outbox.c.size).where(s.outbox.c.created_at < horizon)
+        ).all()
+        if not old:
+            return
+        conn.execute(delete(s.outbox).where(s.outbox.c.created_at < horizon))
+        self._counter(conn, "outbox_depth", -len(old))
+        self._counter(conn, "outbox_bytes", -sum(r.size for r in old))
+        self._counter(conn, "expired_total", len(old))
+        log.warning(
+            "outbox: %d events older than %.0f s expired unsent (first: %s)",
+            len(old),
+            self.policy.max_age_seconds,
+            old[0].event_id,
+        )
+
+    def outbox_claim(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxItem]:
+        """The oldest due events, leased for ``lease_seconds`` so no other worker takes them."""
+        now = time.time()
+        o = s.outbox
+        with self.engine.begin() as conn:
+            self._expire(conn, now)
+            rows = conn.execute(
+                select(o.c.id, o.c.event_id, o.c.payload, o.c.image, o.c.attempts, o.c.created_at)
+                .where(o.c.next_attempt_at <= now)
+                .where((o.c.claimed_until.is_(None)) | (o.c.claimed_until < now))
+                .order_by(o.c.id)
+                .limit(limit)
+            ).all()
+            if rows:
+                conn.execute(
+                    update(o)
+                    .where(o.c.id.in_([r.id for r in rows]))
+                    .values(claimed_until=now + lease_seconds)
+                )
+        items = []
+        for r in rows:
+            payload = json.loads(r.payload)
+            if r.image is not None:
+                payload["image"] = base64.b64encode(r.image).decode("ascii")
+            items.append(OutboxItem(r.id, r.event_id, payload, r.attempts, r.created_at))
+        return items
+
+    def outbox_ack(self, event_ids: Sequence[str]) -> int:
+        """Delete delivered events (row and image); returns how many were still queued."""
+        if not event_ids:
+            return 0
+        o = s.outbox
+        with self.engine.begin() as conn:
+            rows = conn.execute(select(o.c.size).where(o.c.event_id.in_(list(event_ids)))).all()
+            conn.execute(delete(o).where(o.c.event_id.in_(list(event_ids))))
+            self._counter(conn, "outbox_depth", -len(rows))
+            self._counter(conn, "outbox_bytes", -sum(r.size for r in rows))
+            self._counter(conn, "sent_total", len(rows))
+        return len(rows)
+
+    def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
+        """Release events after a failed delivery; they are due again in ``retry_in`` s."""
+        if not event_ids:
+            return
+        o = s.outbox
+        with self.engine.begin() as conn:
+            done = conn.execute(
+                update(o)
+                .where(o.c.event_id.in_(list(event_ids)))
+                .values(
+                    attempts=o.c.attempts + 1,
+                    next_attempt_at=time.time() + max(0.0, retry_in),
+                    claimed_until=None,
+                    last_error=error[:500],
+                )
+            ).rowcount
+            self._counter(conn, "failed_attempts_total", done)
+
+    def outbox_stats(self) -> OutboxStats:
+        with self.engine.connect() as conn:
+            c = self._counters(conn)
+            oldest = conn.execute(select(func.min(s.outbox.c.created_at))).scalar()
+        return OutboxStats(
+            depth=c.get("outbox_depth", 0),
+            bytes=c.get("outbox_bytes", 0),
+            oldest_created_at=oldest,
+            dropped_total=c.get("dropped_total", 0),
+            rejected_total=c.get("rejected_total", 0),
+            expired_total=c.get("expired_total", 0),
+            sent_total=c.get("sent_total", 0),
+            failed_attempts_total=c.get("failed_attempts_total", 0),
+            counters=c,
+        )
+
+
+def _short(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    return " ".join(str(orig or exc).split())[:300]
