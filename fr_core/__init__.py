@@ -2,7 +2,7 @@
 
 The names the original IoT integration module exported are importable from here::
 
-    from fr_core import EventValidator, compress_image_for_event
+    from fr_core import DatabaseManager, EventValidator, SyncManager, compress_image_for_event
 
 Plugins implement hooks marked with :data:`hookimpl` (see docs/plugin_hooks.md).
 """
@@ -23,6 +23,15 @@ from fr_core.events import (
 )
 from fr_core.hookspecs import hookimpl
 from fr_core.imaging import compress_image_for_event
+from fr_core.storage import (
+    DatabaseManager,
+    DevModeError,
+    OutboxFullError,
+    OutboxPolicy,
+    StorageError,
+    SyncError,
+)
+from fr_core.sync import SyncManager, SyncManagerFactory
 from fr_core.validator import EventValidator
 
 __version__ = "0.1.0"
@@ -31,11 +40,19 @@ __all__ = [
     "EMOTION_CODES",
     "ComponentUnavailableError",
     "ConfigError",
+    "DatabaseManager",
+    "DevModeError",
     "EmotionEvent",
     "EventValidator",
     "FacialIdEvent",
     "FrEdgeError",
+    "OutboxFullError",
+    "OutboxPolicy",
     "PluginError",
+    "StorageError",
+    "SyncError",
+    "SyncManager",
+    "SyncManagerFactory",
     "UnknownComponentError",
     "__version__",
     "compress_image_for_event",

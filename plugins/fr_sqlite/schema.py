@@ -27,6 +27,8 @@ from sqlalchemy import (
     text,
 )
 
+from fr_core.storage import StorageError
+
 SCHEMA_VERSION = 2
 
 metadata = MetaData()
@@ -117,16 +119,15 @@ def current_version(conn: Connection) -> int:
 def _create_v1(conn: Connection) -> None:
     for name in V1_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
-    Index("ix_enrolled_users_model", enrolled_users.c.model).create(conn, checkfirst=True)
 
 
 def _v1_to_v2(conn: Connection) -> None:
     for t in (schema_version, enrolled_users_staging, sync_state, outbox, counters):
         t.create(conn, checkfirst=True)
-    Index("ix_outbox_created_at", outbox.c.created_at).create(conn, checkfirst=True)
-    tables = inspect(conn).get_indexes("enrolled_users")
-    if not any(ix["name"] == "ix_enrolled_users_model" for ix in tables):
-        Index("ix_enrolled_users_model", enrolled_users.c.model).create(conn)
+    # the original module's file has no index on model
+    conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_enrolled_users_model ON enrolled_users (model)")
+    )
     # The original module kept a sync version per row; the device's version is the highest.
     version = conn.execute(select(func.max(enrolled_users.c.sync_version))).scalar() or 0
     conn.execute(sync_state.insert().values(id=1, version=int(version), resync_in_progress=0))
@@ -143,7 +144,7 @@ def migrate(conn: Connection) -> tuple[int, int]:
     """Apply every forward migration in the caller's transaction; returns (from, to)."""
     start = version = current_version(conn)
     if version > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise StorageError(
             f"the database has schema version {version}, newer than this fr-edge "
             f"({SCHEMA_VERSION}); upgrade fr-edge instead of opening it with an older one"
         )

@@ -107,9 +107,25 @@ class SqliteStorage:
 
     @property
     def engine(self) -> Engine:
+        """For reads. Writes go through :attr:`writer`."""
         if self._engine is None:
             raise StorageError("the database is not initialized: call initialize() first")
         return self._engine
+
+    @property
+    def writer(self) -> Engine:
+        """The engine whose transactions start with BEGIN IMMEDIATE."""
+        return self.engine.execution_options(fr_write=True)
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file and truncate it (SQLite only)."""
+        if self.engine.dialect.name != "sqlite":
+            return
+        raw = self.engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            raw.close()
 
     def _make_engine(self) -> Engine:
         target = self._target
@@ -137,8 +153,10 @@ class SqliteStorage:
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn: Connection) -> None:
-                # Take the write lock up front: no deadlock upgrading a read lock later.
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                # Writers take the write lock up front (no deadlock upgrading a read lock
+                # later); readers take none and, in WAL mode, never wait for a writer.
+                write = conn.get_execution_options().get("fr_write")
+                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
         return engine
 
@@ -147,7 +165,7 @@ class SqliteStorage:
             if self._engine is None:
                 self._engine = self._make_engine()
         try:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 start, end = s.migrate(conn)
                 if conn.execute(select(s.sync_state.c.id)).first() is None:
                     conn.execute(insert(s.sync_state).values(id=1, version=0, resync_in_progress=0))
@@ -210,7 +228,7 @@ class SqliteStorage:
                 "the employee id alone"
             )
         check_display_name(display_name)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             vec = check_embedding(embedding, self._model_dim(conn, model))
             self._upsert(conn, s.enrolled_users, user_id, vec, model, detector, display_name, None)
             self._dims.setdefault(model, vec.size)
@@ -242,7 +260,7 @@ class SqliteStorage:
 
     def delete_enrollment(self, user_id: str) -> bool:
         check_user_id(user_id)
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             gone = conn.execute(
                 delete(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
             ).rowcount
@@ -311,7 +329,7 @@ class SqliteStorage:
             raise ValueError(f"config key must be 1-128 characters, got {key!r}")
         if not isinstance(value, str):
             raise ValueError(f"config value must be a string, got {type(value).__name__}")
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             values = {"value": value, "updated_at": _now_iso()}
             done = conn.execute(
                 update(s.device_config).where(s.device_config.c.key == key).values(**values)
@@ -339,7 +357,7 @@ class SqliteStorage:
         values: dict[str, Any] = {"last_attempt_at": now, "last_error": error}
         if error is None:
             values["last_success_at"] = now
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(update(s.sync_state).where(s.sync_state.c.id == 1).values(**values))
 
     def apply_changes(self, page: ChangesPage) -> ApplyResult:
@@ -350,7 +368,7 @@ class SqliteStorage:
         older than the row it would touch is stale and ignored.
         """
         try:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 state = conn.execute(select(s.sync_state).where(s.sync_state.c.id == 1)).one()
                 if page.snapshot != bool(state.resync_in_progress):
                     raise SyncError(
@@ -415,7 +433,7 @@ class SqliteStorage:
     # full resync: pages go to a staging table, swapped in at the end in one transaction
 
     def begin_resync(self) -> None:
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(delete(s.enrolled_users_staging))
             conn.execute(update(s.sync_state).values(resync_in_progress=1))
 
@@ -437,7 +455,7 @@ class SqliteStorage:
     def finish_resync(self, version: int) -> None:
         u, st = s.enrolled_users, s.enrolled_users_staging
         cols = [c.name for c in u.columns if c.name != "id"]
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             dims = conn.execute(
                 select(
                     st.c.model, func.min(st.c.embedding_dim), func.max(st.c.embedding_dim)
@@ -455,7 +473,7 @@ class SqliteStorage:
         self._dims = {}
 
     def abort_resync(self) -> None:
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             conn.execute(delete(s.enrolled_users_staging))
             conn.execute(update(s.sync_state).values(resync_in_progress=0))
 
@@ -509,7 +527,7 @@ class SqliteStorage:
         now = time.time()
         p = self.policy
         try:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 self._expire(conn, now)
                 c = self._counters(conn)
                 depth, size = c.get("outbox_depth", 0), c.get("outbox_bytes", 0)
@@ -564,7 +582,7 @@ class SqliteStorage:
                     self._counter(conn, "outbox_depth", 1)
                     self._counter(conn, "outbox_bytes", nbytes)
         except OutboxFullError:
-            with self.engine.begin() as conn:
+            with self.writer.begin() as conn:
                 self._counter(conn, "rejected_total", 1)
             log.warning("outbox full: new event rejected (policy reject_new)")
             raise
@@ -593,7 +611,7 @@ class SqliteStorage:
         """The oldest due events, leased for ``lease_seconds`` so no other worker takes them."""
         now = time.time()
         o = s.outbox
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             self._expire(conn, now)
             rows = conn.execute(
                 select(o.c.id, o.c.event_id, o.c.payload, o.c.image, o.c.attempts, o.c.created_at)
@@ -621,7 +639,7 @@ class SqliteStorage:
         if not event_ids:
             return 0
         o = s.outbox
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             rows = conn.execute(select(o.c.size).where(o.c.event_id.in_(list(event_ids)))).all()
             conn.execute(delete(o).where(o.c.event_id.in_(list(event_ids))))
             self._counter(conn, "outbox_depth", -len(rows))
@@ -634,7 +652,7 @@ class SqliteStorage:
         if not event_ids:
             return
         o = s.outbox
-        with self.engine.begin() as conn:
+        with self.writer.begin() as conn:
             done = conn.execute(
                 update(o)
                 .where(o.c.event_id.in_(list(event_ids)))

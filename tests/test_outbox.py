@@ -1,0 +1,290 @@
+"""The durable outbox: order, leases, retries, bounds and policies, crash safety."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy
+
+from .conftest import REPO
+
+JPEG = base64.b64encode(b"\xff\xd8" + bytes(range(256)) * 4).decode()
+
+
+def event(i, image=True):
+    e = {
+        "event_id": f"EV1-{1795800000000 + i}-{i:06x}",
+        "event_type": "facial_id",
+        "device_id": "cam-001",
+        "user_id": f"EMP-{i}",
+        "confidence": 0.9,
+    }
+    if image:
+        e["image"] = JPEG
+    return e
+
+
+@pytest.fixture
+def db(tmp_path):
+    with DatabaseManager(str(tmp_path / "o.db")) as d:
+        yield d
+
+
+def consistent(db):
+    """The running totals match the rows."""
+    con = sqlite3.connect(db.path)
+    n, size = con.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
+    stats = db.outbox_stats()
+    assert (stats.depth, stats.bytes) == (n, size)
+    return n
+
+
+def test_append_claim_ack_in_order_with_images(db):
+    for i in range(5):
+        db.outbox_append(event(i))
+    items = db.outbox_claim(limit=3)
+    assert [it.payload["user_id"] for it in items] == ["EMP-0", "EMP-1", "EMP-2"]
+    assert items[0].payload["image"] == JPEG and items[0].attempts == 0
+    assert db.outbox_ack([it.event_id for it in items]) == 3
+    rest = db.outbox_claim(limit=10)
+    assert [it.payload["user_id"] for it in rest] == ["EMP-3", "EMP-4"]
+    assert consistent(db) == 2
+    assert db.outbox_stats().sent_total == 3
+
+
+def test_acknowledged_images_leave_the_file(db):
+    marker = b"\xff\xd8UNIQUE-FACE-BYTES-" * 20
+    db.outbox_append({**event(1), "image": base64.b64encode(marker).decode()})
+    with open(db.path + "-wal", "rb") as f:
+        assert marker[:40] in f.read()
+    db.outbox_ack([event(1)["event_id"]])
+    db.storage.checkpoint()
+    for suffix in ("", "-wal"):
+        with open(db.path + suffix, "rb") as f:
+            assert marker[:40] not in f.read(), suffix
+
+
+def test_a_claim_is_a_lease(db):
+    db.outbox_append(event(1))
+    assert len(db.outbox_claim(lease_seconds=60)) == 1
+    assert db.outbox_claim() == []  # leased to the first worker
+    first = db.outbox_claim(lease_seconds=60)
+    assert first == []
+    db2 = DatabaseManager(db.path)
+    db2.initialize()
+    assert db2.outbox_claim() == []  # also from another connection
+    db2.close()
+
+
+def test_expired_lease_is_claimable_again(db):
+    db.outbox_append(event(1))
+    db.outbox_claim(lease_seconds=0.05)
+    deadline = time.monotonic() + 5
+    while not (items := db.outbox_claim()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert [it.payload["user_id"] for it in items] == ["EMP-1"]
+
+
+def test_failures_are_retried_later(db):
+    db.outbox_append(event(1))
+    (item,) = db.outbox_claim()
+    db.outbox_fail([item.event_id], "HTTP 503", retry_in=3600)
+    assert db.outbox_claim() == []
+    con = sqlite3.connect(db.path)
+    assert con.execute("SELECT attempts, last_error FROM outbox").fetchone() == (1, "HTTP 503")
+    db.outbox_fail([item.event_id], "again", retry_in=0)
+    (again,) = db.outbox_claim()
+    assert again.attempts == 2
+    assert db.outbox_stats().failed_attempts_total == 2
+
+
+def test_append_is_idempotent_and_batches_are_atomic(db):
+    db.outbox_append(event(1))
+    db.outbox_append(event(1))
+    assert consistent(db) == 1
+    with pytest.raises(ValueError, match="needs a non-empty string event_id"):
+        db.outbox_append_many([event(2), event(3), {"event_type": "facial_id"}])
+    with pytest.raises(ValueError, match="image is not base64"):
+        db.outbox_append_many([event(4), {**event(5), "image": "%%%"}])
+    with pytest.raises(ValueError, match="cannot be stored as JSON"):
+        db.outbox_append({**event(6), "confidence": float("nan")})
+    assert consistent(db) == 1
+
+
+def test_drop_oldest_policy_is_reported(tmp_path, caplog):
+    policy = OutboxPolicy(max_events=3, when_full="drop_oldest")
+    with DatabaseManager(str(tmp_path / "o.db"), outbox_policy=policy) as db:
+        for i in range(5):
+            db.outbox_append(event(i))
+        ids = [it.payload["user_id"] for it in db.outbox_claim(10)]
+        assert ids == ["EMP-2", "EMP-3", "EMP-4"]
+        assert db.outbox_stats().dropped_total == 2 and consistent(db) == 3
+    assert caplog.text.count("dropped the oldest event") == 2
+
+
+def test_reject_new_policy_is_reported(tmp_path, caplog):
+    policy = OutboxPolicy(max_events=2, when_full="reject_new")
+    with DatabaseManager(str(tmp_path / "o.db"), outbox_policy=policy) as db:
+        db.outbox_append(event(0))
+        db.outbox_append(event(1))
+        with pytest.raises(OutboxFullError, match="rejected"):
+            db.outbox_append(event(2))
+        assert db.outbox_stats().rejected_total == 1 and consistent(db) == 2
+    assert "new event rejected" in caplog.text
+
+
+def test_byte_bound(tmp_path):
+    policy = OutboxPolicy(max_bytes=4096, when_full="drop_oldest")
+    with DatabaseManager(str(tmp_path / "o.db"), outbox_policy=policy) as db:
+        for i in range(10):
+            db.outbox_append(event(i))
+        stats = db.outbox_stats()
+        assert stats.bytes <= 4096 and stats.dropped_total > 0
+        with pytest.raises(ValueError, match="larger than the outbox limit"):
+            db.outbox_append(
+                {**event(99), "image": base64.b64encode(b"\xff\xd8" + b"x" * 5000).decode()}
+            )
+
+
+def test_old_events_expire_loudly(tmp_path, caplog):
+    policy = OutboxPolicy(max_age_seconds=0.2)
+    with DatabaseManager(str(tmp_path / "o.db"), outbox_policy=policy) as db:
+        db.outbox_append(event(0))
+        time.sleep(0.3)  # let the event age past the bound
+        assert db.outbox_claim() == []
+        assert db.outbox_stats().expired_total == 1 and consistent(db) == 0
+    assert "expired unsent" in caplog.text
+
+
+def test_bad_policies():
+    with pytest.raises(ValueError):
+        OutboxPolicy(max_events=0)
+    with pytest.raises(ValueError):
+        OutboxPolicy(when_full="ignore")
+
+
+def test_sigkilled_writers_lose_no_committed_event(tmp_path):
+    path = str(tmp_path / "crash.db")
+    DatabaseManager(path).initialize()
+    committed: list[str] = []
+    rnd = random.Random(7)
+    for run in range(20):
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "outbox_writer.py"), path, f"run{run}"],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=REPO,
+        )
+        target = rnd.randint(1, 40)
+        got = []
+        while len(got) < target:
+            line = proc.stdout.readline()
+            assert line, "writer died on its own"
+            got.append(line.strip())
+        proc.send_signal(signal.SIGKILL)  # mid-stream: it keeps writing until killed
+        proc.wait()
+        committed.extend(got)
+        committed.extend(line.strip() for line in proc.stdout.read().splitlines())
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    stored = [r[0] for r in con.execute("SELECT event_id FROM outbox")]
+    assert len(stored) == len(set(stored))  # exactly once
+    assert set(committed) <= set(stored)  # nothing committed was lost
+    db = DatabaseManager(path)
+    db.initialize()
+    assert consistent(db) == len(stored)
+    logging.getLogger(__name__).info("%d committed events survived 20 SIGKILLs", len(committed))
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """Outbox operations interleaved with crashes: an abandoned connection in the middle of
+    a write transaction, and the database closed and reopened without a clean shutdown."""
+
+    def __init__(self):
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.mkdtemp()
+        self.db = DatabaseManager(f"{self.dir}/m.db")
+        self.db.initialize()
+        self.model: dict[str, int] = {}  # queued event_id -> attempts
+        self.leased: set[str] = set()
+        self.n = 0
+
+    @rule(k=st.integers(1, 4))
+    def append(self, k):
+        batch = [event(self.n + i, image=bool((self.n + i) % 2)) for i in range(k)]
+        self.n += k
+        self.db.outbox_append_many(batch)
+        for e in batch:
+            self.model[e["event_id"]] = 0
+
+    @rule(limit=st.integers(1, 5))
+    def claim(self, limit):
+        items = self.db.outbox_claim(limit, lease_seconds=3600)
+        free = [e for e in self.model if e not in self.leased]
+        assert [it.event_id for it in items] == free[:limit]
+        self.leased.update(it.event_id for it in items)
+
+    @precondition(lambda self: self.leased)
+    @rule(data=st.data())
+    def ack(self, data):
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.leased)), unique=True, min_size=1))
+        assert self.db.outbox_ack(ids) == len(ids)
+        for e in ids:
+            del self.model[e]
+            self.leased.discard(e)
+
+    @precondition(lambda self: self.leased)
+    @rule(data=st.data())
+    def fail(self, data):
+        ids = data.draw(st.lists(st.sampled_from(sorted(self.leased)), unique=True, min_size=1))
+        self.db.outbox_fail(ids, "broker down", retry_in=0)
+        for e in ids:
+            self.model[e] += 1
+            self.leased.discard(e)
+
+    @rule()
+    def crash_mid_transaction(self):
+        con = sqlite3.connect(self.db.path, isolation_level=None)
+        con.execute("BEGIN IMMEDIATE")
+        con.execute(
+            "INSERT INTO outbox (event_id, event_type, payload, size, created_at, "
+            "attempts, next_attempt_at) VALUES ('half-written', 'facial_id', '{}', 2, 0,"
+            " 0, 0)"
+        )
+        con.execute("UPDATE counters SET value = value + 1 WHERE name = 'outbox_depth'")
+        con.close()  # never committed: SQLite rolls it back
+
+    @rule()
+    def reopen(self):
+        self.db.storage._engine = None  # abandon the pool without a clean close
+        self.db = DatabaseManager(self.db.path)
+        self.db.initialize()
+
+    @invariant()
+    def matches_the_model(self):
+        con = sqlite3.connect(self.db.path)
+        rows = dict(con.execute("SELECT event_id, attempts FROM outbox").fetchall())
+        assert rows == self.model
+        assert consistent(self.db) == len(self.model)
+
+    def teardown(self):
+        assert self.db.integrity_check() == "ok"
+        self.db.close()
+
+
+TestOutboxMachine = OutboxMachine.TestCase
+TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
