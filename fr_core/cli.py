@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ import click
 
 from fr_core import __version__
 from fr_core.config import AppConfig, default_config, load_config, validate_components
-from fr_core.errors import FrEdgeError
-from fr_core.logsetup import setup_logging
+from fr_core.errors import ConfigError, FrEdgeError
+from fr_core.logsetup import register_secret, setup_logging
 from fr_core.plugins import DISABLE_ENV, build_registry
 
 log = logging.getLogger("fr_core.cli")
@@ -181,6 +182,174 @@ def config_check(file: Path) -> None:
 def config_schema() -> None:
     """Print the JSON Schema of the configuration file (plugin blocks excepted)."""
     click.echo(json.dumps(AppConfig.model_json_schema(), indent=2))
+
+
+# --- status and sync ----------------------------------------------------------------------
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    if seconds < 120:
+        return f"{seconds:.0f} s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h ago"
+    return f"{seconds / 86400:.1f} days ago"
+
+
+def _open_db(config_file: Path, must_exist: bool) -> tuple[Any, Any, Any]:
+    from fr_core.storage import DatabaseManager
+
+    cfg = load_config(config_file)
+    registry = build_registry()
+    register_secret(cfg.api_key_value())
+    db = DatabaseManager.from_config(cfg, registry)
+    if must_exist and "://" not in db.path and not Path(db.path).exists():
+        raise FrEdgeError(
+            f"no database at {db.path} yet: it is created by `fr-edge sync` or `fr-edge run`"
+        )
+    db.initialize()
+    return cfg, registry, db
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device config file.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config_file: Path, as_json: bool) -> None:
+    """Show the device database: enrolments per model, sync version and age, outbox.
+
+    Reads the database the config names (db_path or the storage block); it does not contact
+    the broker.
+    """
+    _, _, db = _open_db(config_file, must_exist=True)
+    try:
+        counts = db.count_enrollments()
+        state = db.get_sync_state()
+        box = db.outbox_stats()
+    finally:
+        db.close()
+    now = time.time()
+    data = {
+        "enrollments": counts,
+        "sync": {
+            "version": state.version,
+            "last_success_age_seconds": round(now - state.last_success_at, 1)
+            if state.last_success_at
+            else None,
+            "last_attempt_age_seconds": round(now - state.last_attempt_at, 1)
+            if state.last_attempt_at
+            else None,
+            "last_error": state.last_error,
+        },
+        "outbox": {
+            "depth": box.depth,
+            "bytes": box.bytes,
+            "oldest_event_age_seconds": round(now - box.oldest_created_at, 1)
+            if box.oldest_created_at
+            else None,
+            "sent_total": box.sent_total,
+            "failed_attempts_total": box.failed_attempts_total,
+            "dropped_total": box.dropped_total,
+            "rejected_total": box.rejected_total,
+            "expired_total": box.expired_total,
+        },
+    }
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    total = sum(counts.values())
+    click.echo(
+        f"enrolments: {total}"
+        + (" (" + ", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) + ")" if counts else "")
+    )
+    sync = data["sync"]
+    click.echo(
+        f"sync: version {state.version}, last success "
+        f"{_age(sync['last_success_age_seconds'])}"
+        + (f", last error: {state.last_error}" if state.last_error else "")
+    )
+    ob = data["outbox"]
+    oldest = ob["oldest_event_age_seconds"]
+    click.echo(
+        f"outbox: {box.depth} events ({box.bytes / 1024:.1f} KiB), oldest "
+        f"{_age(oldest) if oldest is not None else '-'}; sent {box.sent_total}, "
+        f"dropped {box.dropped_total}, rejected {box.rejected_total}, "
+        f"expired {box.expired_total}"
+    )
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device config file.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar (default: on a terminal, for syncs of 1,000 changes or more).",
+)
+def sync(config_file: Path, progress: bool | None) -> None:
+    """Pull enrolment changes from the broker once, now.
+
+    Uses the config's transport. Exits 1 if the sync failed; what was applied before the
+    failure is kept and the next sync resumes from there.
+    """
+    from fr_core.interfaces import ComponentKind
+    from fr_core.plugins import BuildContext
+    from fr_core.sync import SyncManager
+
+    cfg, registry, db = _open_db(config_file, must_exist=False)
+    if cfg.transport is None:
+        db.close()
+        raise ConfigError(f"{config_file}: no transport configured: add a transport block")
+    ctx = BuildContext(registry=registry, app_config=cfg)
+    transport = registry.create(
+        ComponentKind.TRANSPORT, cfg.transport.plugin, cfg.transport.options, ctx, path="transport"
+    )
+    show = progress if progress is not None else sys.stderr.isatty()
+    bar: Any = None
+
+    def on_progress(done: int, total: int) -> None:
+        nonlocal bar
+        if not show or (progress is None and total < 1000):
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc="sync", unit=" changes", file=sys.stderr)
+        bar.total = max(bar.total or 0, total)
+        bar.update(done - bar.n)
+
+    try:
+        transport.start()
+        result = SyncManager(db, transport).sync_now(progress=on_progress)
+    finally:
+        if bar is not None:
+            bar.close()
+        stop = getattr(transport, "stop", None)
+        if callable(stop):
+            stop()
+        db.close()
+    kind = "snapshot" if result.snapshot else "incremental"
+    line = (
+        f"sync ({kind}): version {result.version_before} -> {result.version_after}, "
+        f"{result.upserts} upserts, {result.deletions} deletions, {result.pages} pages "
+        f"in {result.seconds:.2f} s"
+    )
+    click.echo(line)
+    if not result.ok:
+        raise FrEdgeError(f"sync failed: {result.error}")
 
 
 # --- demo ---------------------------------------------------------------------------------

@@ -211,6 +211,24 @@ class DatabaseManager:
             }
         self.storage: Any = reg.create(ComponentKind.STORAGE, storage, options)
 
+    @classmethod
+    def from_config(cls, config: Any, registry: Any = None) -> DatabaseManager:
+        """The database a device config describes: its ``storage`` block (default: the
+        ``sqlite`` plugin) at ``db_path``, in the config's ``dev_mode``."""
+        from fr_core.interfaces import ComponentKind
+        from fr_core.plugins import BuildContext, build_registry
+
+        reg = registry or build_registry()
+        block = config.storage
+        name = block.plugin if block is not None else "sqlite"
+        options = block.options if block is not None else {}
+        self = cls.__new__(cls)
+        self.path = str(options.get("path") or config.db_path)
+        self.dev_mode = bool(options.get("dev_mode", config.dev_mode))
+        ctx = BuildContext(registry=reg, app_config=config)
+        self.storage = reg.create(ComponentKind.STORAGE, name, options, ctx, path="storage")
+        return self
+
     # --- the README's methods ---
 
     def initialize(self) -> None:
@@ -267,6 +285,13 @@ class DatabaseManager:
     def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
         """Stream every enrolment (constant memory), ordered by user_id."""
         return iter(self.storage.iter_enrollments(model, batch))
+
+    def iter_embedding_blocks(
+        self, batch: int = 5000
+    ) -> Iterator[tuple[str, list[str], np.ndarray]]:
+        """Every embedding as ``(model, user_ids, (n, dim) float32 matrix)`` blocks, grouped
+        by model: the fast way to (re)build a matcher."""
+        return iter(self.storage.iter_embedding_blocks(batch))
 
     def count_enrollments(self) -> dict[str, int]:
         """Enrolments per model."""

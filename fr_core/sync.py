@@ -167,13 +167,14 @@ class SyncManager:
             return
         counts = self.db.count_enrollments()
         galleries: dict[str, tuple[list[str], np.ndarray | None]] = {m: ([], None) for m in counts}
-        for e in self.db.iter_enrollments(batch=2000):
-            ids, mat = galleries[e.model]
+        for model, ids_block, block in self.db.iter_embedding_blocks(batch=5000):
+            ids, mat = galleries[model]
             if mat is None:
-                mat = np.empty((counts[e.model], e.dim), np.float32)
-                galleries[e.model] = (ids, mat)
-            mat[len(ids)] = e.embedding / np.linalg.norm(e.embedding)
-            ids.append(e.user_id)
+                mat = np.empty((counts[model], block.shape[1]), np.float32)
+                galleries[model] = (ids, mat)
+            n = len(ids)
+            mat[n : n + len(ids_block)] = block / np.linalg.norm(block, axis=1, keepdims=True)
+            ids.extend(ids_block)
         load = getattr(self.matcher, "load", None)
         existing = set(getattr(self.matcher, "models", dict)())
         for model, (ids, mat) in galleries.items():
@@ -238,7 +239,7 @@ class SyncManager:
                     pages += 1
                     upserts += len(page.upserts)
                     if progress is not None:
-                        progress(upserts, max(upserts, page.latest_version))
+                        progress(upserts, max(upserts, page.total or page.latest_version))
                     if not page.more:
                         self.db.finish_resync(page.to_version)
                         staging, rebuild = False, True

@@ -70,6 +70,7 @@ class _Page(BaseModel):
     full_resync: StrictBool = False
     snapshot: StrictBool = False
     cursor: str | None = Field(None, min_length=1, max_length=256)
+    total: StrictInt | None = Field(None, ge=0)  # snapshot pages: upserts in the whole snapshot
     upserts: list[_Upsert] = Field(default_factory=list)
     deletions: list[_Deletion] = Field(default_factory=list)
 
@@ -102,6 +103,7 @@ class ChangesPage:
     changes: tuple[UpsertItem | DeleteItem, ...]
     snapshot: bool = False
     cursor: str | None = None
+    total: int | None = None
 
     @property
     def upserts(self) -> list[UpsertItem]:
@@ -230,6 +232,7 @@ def parse_page(
         changes=tuple(changes),
         snapshot=page.snapshot,
         cursor=page.cursor,
+        total=page.total,
     )
 
 

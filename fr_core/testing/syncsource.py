@@ -143,6 +143,7 @@ class MemoryBroker:
             "latest_version": self.version,
             "more": more,
             "snapshot": True,
+            "total": len(live),
             "cursor": f"{snap_id}:{offset + limit}" if more else None,
             "upserts": [self._upsert(e) for e in page],
             "deletions": [],
@@ -177,6 +178,7 @@ def synthetic_pages(
             "latest_version": count,
             "more": more,
             "snapshot": True,
+            "total": count,
             "cursor": str(start + n) if more else None,
             "upserts": [
                 {
@@ -211,3 +213,35 @@ class PageStream:
                 "more": False,
             }
         return page
+
+
+class LoopbackTransport:
+    """An in-process transport to a :class:`MemoryBroker` (for tests of everything above the
+    wire: the CLI, SyncManager wiring, the outbox worker). Events are kept by event_id."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.events: dict[str, dict[str, Any]] = {}
+        self.heartbeats: list[dict[str, Any]] = []
+        self.started = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self.started = False
+
+    def send_events(self, events: Any) -> Any:
+        from fr_core.interfaces import SendResult
+
+        for e in events:
+            self.events.setdefault(str(e["event_id"]), dict(e))
+        return SendResult(acknowledged=[str(e["event_id"]) for e in events])
+
+    def send_heartbeat(self, payload: Any) -> None:
+        self.heartbeats.append(dict(payload))
+
+    def fetch_changes(
+        self, since_version: int, limit: int, cursor: str | None = None
+    ) -> dict[str, Any]:
+        return self.broker.fetch_changes(since_version, limit, cursor)

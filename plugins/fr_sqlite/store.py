@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import (
     Connection,
     Engine,
+    bindparam,
     create_engine,
     delete,
     event,
@@ -310,6 +311,29 @@ class SqliteStorage:
                 yield self._row_to_enrollment(row)
             last = rows[-1].user_id
 
+    def iter_embedding_blocks(
+        self, batch: int = 5000
+    ) -> Iterator[tuple[str, list[str], np.ndarray]]:
+        """``(model, user_ids, (n, dim) float32)`` blocks of every enrolment, by model then
+        user_id: what a matcher needs, without one Python object per row."""
+        u = s.enrolled_users
+        for model in sorted(self.count_enrollments()):
+            last = ""
+            while True:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(
+                        select(u.c.user_id, u.c.embedding)
+                        .where(u.c.model == model, u.c.user_id > last)
+                        .order_by(u.c.user_id)
+                        .limit(batch)
+                    ).all()
+                if not rows:
+                    break
+                ids = [r[0] for r in rows]
+                block = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+                yield model, ids, block.reshape(len(ids), -1).astype(np.float32)
+                last = ids[-1]
+
     def count_enrollments(self) -> dict[str, int]:
         q = select(s.enrolled_users.c.model, func.count()).group_by(s.enrolled_users.c.model)
         with self.engine.connect() as conn:
@@ -387,16 +411,7 @@ class SqliteStorage:
                         f"{current}: a gap; it was not applied"
                     )
                 self._check_dims(conn, page)
-                applied: list[Change] = []
-                stale = 0
-                for item in page.changes:
-                    if item.version <= current:
-                        stale += 1
-                        continue
-                    if self._apply_item(conn, s.enrolled_users, item):
-                        applied.append(as_change(item))
-                    else:
-                        stale += 1
+                applied, stale = self._apply_batch(conn, page, current)
                 new_version = max(current, page.to_version)
                 conn.execute(
                     update(s.sync_state).where(s.sync_state.c.id == 1).values(version=new_version)
@@ -414,21 +429,55 @@ class SqliteStorage:
                     f"{dim} on this device, the page sends {item.embedding.size}"
                 )
 
-    def _apply_item(self, conn: Connection, table: Any, item: UpsertItem | DeleteItem) -> bool:
-        row_version = conn.execute(
-            select(table.c.sync_version).where(table.c.user_id == item.user_id)
-        ).first()
-        if row_version is not None and (row_version[0] or 0) >= item.version:
-            return False
-        if isinstance(item, DeleteItem):
-            conn.execute(delete(table).where(table.c.user_id == item.user_id))
-            return True
-        name = item.display_name if self.dev_mode else None
-        self._upsert(
-            conn, table, item.user_id, item.embedding, item.model, item.detector, name, item.version
-        )
-        self._dims.setdefault(item.model, item.embedding.size)
-        return True
+    def _apply_batch(
+        self, conn: Connection, page: ChangesPage, current: int
+    ) -> tuple[list[Change], int]:
+        """Apply a page's changes in version order with three bulk statements.
+
+        A change is stale (ignored) when its version is not above the device's version or
+        the row already holds a newer one. Only each user's final state is written.
+        """
+        u = s.enrolled_users
+        ids = list({c.user_id for c in page.changes})
+        versions: dict[str, int] = {}
+        for chunk in range(0, len(ids), 900):
+            rows = conn.execute(
+                select(u.c.user_id, u.c.sync_version).where(
+                    u.c.user_id.in_(ids[chunk : chunk + 900])
+                )
+            )
+            versions.update({r.user_id: int(r.sync_version or 0) for r in rows})
+        exists = set(versions)
+        final: dict[str, UpsertItem | DeleteItem] = {}
+        stale = 0
+        for item in page.changes:  # sorted by version
+            if item.version <= current or item.version <= versions.get(item.user_id, 0):
+                stale += 1
+                continue
+            versions[item.user_id] = item.version
+            final[item.user_id] = item
+        now = _now_iso()
+        gone = [uid for uid, it in final.items() if isinstance(it, DeleteItem) and uid in exists]
+        ups = [it for it in final.values() if isinstance(it, UpsertItem)]
+        if gone:
+            conn.execute(delete(u).where(u.c.user_id.in_(gone)))
+        updates = [self._row(it, now) for it in ups if it.user_id in exists]
+        if updates:
+            for row in updates:
+                row["b_user_id"] = row.pop("user_id")
+                del row["created_at"]
+            conn.execute(
+                update(u)
+                .where(u.c.user_id == bindparam("b_user_id"))
+                .values({k: bindparam(k) for k in updates[0] if k != "b_user_id"}),
+                updates,
+            )
+        inserts = [self._row(it, now) for it in ups if it.user_id not in exists]
+        if inserts:
+            conn.execute(insert(u), inserts)
+        for it in ups:
+            self._dims.setdefault(it.model, it.embedding.size)
+        return [as_change(it) for it in final.values()], stale
 
     # full resync: pages go to a staging table, swapped in at the end in one transaction
 
@@ -438,19 +487,27 @@ class SqliteStorage:
             conn.execute(update(s.sync_state).values(resync_in_progress=1))
 
     def _stage(self, conn: Connection, page: ChangesPage) -> ApplyResult:
-        for item in page.upserts:
-            name = item.display_name if self.dev_mode else None
-            self._upsert(
-                conn,
-                s.enrolled_users_staging,
-                item.user_id,
-                item.embedding,
-                item.model,
-                item.detector,
-                name,
-                item.version,
-            )
+        """Snapshot pages go to the staging table in one bulk insert per page."""
+        if page.upserts:
+            now = _now_iso()
+            st = s.enrolled_users_staging
+            uids = [u.user_id for u in page.upserts]
+            conn.execute(delete(st).where(st.c.user_id.in_(uids)))  # a page sent twice
+            conn.execute(insert(st), [self._row(u, now) for u in page.upserts])
         return ApplyResult(page.to_version, (), 0)
+
+    def _row(self, item: UpsertItem, now: str) -> dict[str, Any]:
+        return {
+            "user_id": item.user_id,
+            "model": item.model,
+            "detector": item.detector,
+            "embedding": item.embedding.astype("<f4").tobytes(),
+            "embedding_dim": int(item.embedding.size),
+            "display_name": item.display_name if self.dev_mode else None,
+            "sync_version": item.version,
+            "synced_at": now,
+            "created_at": now,
+        }
 
     def finish_resync(self, version: int) -> None:
         u, st = s.enrolled_users, s.enrolled_users_staging
