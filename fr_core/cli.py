@@ -199,6 +199,15 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days ago"
 
 
+device_config_option = click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device config file.",
+)
+
+
 def _open_db(config_file: Path, must_exist: bool) -> tuple[Any, Any, Any]:
     from fr_core.storage import DatabaseManager
 
@@ -215,13 +224,7 @@ def _open_db(config_file: Path, must_exist: bool) -> tuple[Any, Any, Any]:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Device config file.",
-)
+@device_config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(config_file: Path, as_json: bool) -> None:
     """Show the device database: enrolments per model, sync version and age, outbox.
@@ -287,13 +290,7 @@ def status(config_file: Path, as_json: bool) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Device config file.",
-)
+@device_config_option
 @click.option(
     "--progress/--no-progress",
     default=None,

@@ -33,7 +33,9 @@ class _Entry:
 
 
 class MemoryBroker:
-    """Thread-safe. ``calls`` counts fetches; ``fail_next`` makes the next fetches raise."""
+    """Thread-safe. ``calls`` counts fetches. ``fail_next`` scripts the next fetches: each
+    entry is an exception to raise, or None to answer normally (``[None, None, err]`` fails
+    the third fetch)."""
 
     def __init__(self) -> None:
         self.version = 0
@@ -41,7 +43,7 @@ class MemoryBroker:
         self._entries: dict[str, _Entry] = {}
         self._lock = threading.Lock()
         self.calls = 0
-        self.fail_next: list[BaseException] = []
+        self.fail_next: list[BaseException | None] = []
 
     def enrol(
         self,
@@ -91,8 +93,8 @@ class MemoryBroker:
     ) -> dict[str, Any]:
         with self._lock:
             self.calls += 1
-            if self.fail_next:
-                raise self.fail_next.pop(0)
+            if self.fail_next and (failure := self.fail_next.pop(0)) is not None:
+                raise failure
             if since_version == 0:
                 return self._snapshot_page(limit, cursor)
             if since_version < self.horizon:
