@@ -7,11 +7,17 @@ The names the original IoT integration module exported are importable from here:
 Plugins implement hooks marked with :data:`hookimpl` (see docs/plugin_hooks.md).
 """
 
+from fr_core.client import IoTClient, IoTClientConfig
 from fr_core.errors import (
     ComponentUnavailableError,
     ConfigError,
     FrEdgeError,
     PluginError,
+    TransportAuthError,
+    TransportError,
+    TransportProtocolError,
+    TransportTLSError,
+    TransportUnavailable,
     UnknownComponentError,
 )
 from fr_core.events import (
@@ -46,6 +52,8 @@ __all__ = [
     "EventValidator",
     "FacialIdEvent",
     "FrEdgeError",
+    "IoTClient",
+    "IoTClientConfig",
     "OutboxFullError",
     "OutboxPolicy",
     "PluginError",
@@ -53,6 +61,11 @@ __all__ = [
     "SyncError",
     "SyncManager",
     "SyncManagerFactory",
+    "TransportAuthError",
+    "TransportError",
+    "TransportProtocolError",
+    "TransportTLSError",
+    "TransportUnavailable",
     "UnknownComponentError",
     "__version__",
     "compress_image_for_event",

@@ -44,3 +44,30 @@ class UnknownComponentError(PluginError, ConfigError):
 
 class ComponentUnavailableError(PluginError):
     """The component exists but cannot run on this machine (missing library or hardware)."""
+
+
+class TransportError(FrEdgeError):
+    """A transport could not complete a call. Messages never contain secrets."""
+
+
+class TransportUnavailable(TransportError):
+    """The broker is unreachable or temporarily refusing (network, timeout, 429, 5xx): retry
+    later. ``retry_after`` is the broker's hint in seconds, when it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TransportAuthError(TransportError):
+    """The broker refused the credentials (HTTP 401/403, MQTT bad username or password, a
+    client certificate refused): retrying will not help until the configuration changes."""
+
+
+class TransportTLSError(TransportError):
+    """TLS failed: the broker's certificate is not trusted, expired, or for another host."""
+
+
+class TransportProtocolError(TransportError):
+    """The broker answered something the contract does not allow (a redirect, a 4xx, bad
+    JSON)."""

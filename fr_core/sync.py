@@ -339,28 +339,31 @@ class SyncManagerFactory:
     ) -> tuple[SyncManager, DatabaseManager, Any]:
         """Returns ``(sync_manager, db, client)``.
 
-        ``client`` is the sync source: ``source`` when given, else the transport plugin for
-        the broker URL's scheme (``https`` -> ``https``, ``mqtts`` -> ``mqtt``, or the name in
-        ``transport``) built with ``device_id``, ``broker_url`` and ``api_key``.
+        ``client`` is the sync source: ``source`` when given, else an :class:`IoTClient` for
+        the broker (transport by the URL's scheme, or ``transport``; extra keyword options go
+        to the transport) sharing the database. Call ``client.start()`` to also send events.
         """
-        from fr_core.interfaces import ComponentKind
         from fr_core.plugins import build_registry
 
         reg = registry or build_registry()
         db = DatabaseManager(db_path, dev_mode=dev_mode, registry=reg)
         db.initialize()
         if source is None:
-            scheme = broker_url.split("://", 1)[0].lower()
-            name = transport or {
-                "https": "https",
-                "http": "https",
-                "mqtts": "mqtt",
-                "mqtt": "mqtt",
-            }.get(scheme, scheme)
-            opts = {"device_id": device_id, "broker_url": broker_url, **options}
-            if api_key is not None:
-                opts["api_key"] = api_key
-            source = reg.create(ComponentKind.TRANSPORT, name, opts)
+            from fr_core.client import IoTClient, IoTClientConfig
+
+            source = IoTClient(
+                IoTClientConfig(
+                    device_id=device_id,
+                    broker_url=broker_url,
+                    api_key=api_key,
+                    transport=transport,
+                    db_path=db_path,
+                    dev_mode=dev_mode,
+                    transport_options=options,
+                ),
+                db=db,
+                registry=reg,
+            )
         manager = SyncManager(db, source, matcher=matcher, models=models)
         manager.load_matcher()
         return manager, db, source

@@ -21,7 +21,6 @@ from fr_core import (
     SyncError,
     SyncManager,
     SyncManagerFactory,
-    UnknownComponentError,
 )
 from fr_core.syncpage import encode_embedding, parse_page
 from fr_core.testing.syncsource import MemoryBroker
@@ -455,9 +454,27 @@ def test_factory_with_a_source(tmp_path, broker):
     db.close()
 
 
-def test_factory_without_a_transport_says_what_is_missing(tmp_path):
-    with pytest.raises(UnknownComponentError, match="unknown transport 'https'; available: jsonl"):
-        SyncManagerFactory.create(str(tmp_path / "x.db"), "cam-001", "https://b.example")
+def test_factory_builds_an_iot_client_over_https(tmp_path):
+    from fr_core import IoTClient
+    from fr_core.testing.broker import ReferenceBroker
+
+    with ReferenceBroker(tmp_path / "broker", api_key="key-123456") as ref:
+        for i in range(12):
+            ref.store.enrol(f"EMP-{i}", vec())
+        mgr, db, client = SyncManagerFactory.create(
+            str(tmp_path / "x.db"),
+            "cam-001",
+            ref.url,
+            api_key="key-123456",
+            matcher=NumpyMatcher(),
+            ca_bundle=str(ref.ca_path),
+        )
+        assert isinstance(client, IoTClient)
+        assert mgr.sync_now().ok and db.count_enrollments() == {"SFace": 12}
+        ref.store.remove("EMP-3")
+        assert mgr.sync_now().deletions == 1 and mgr.matcher.size("SFace") == 11
+        client.stop()
+        db.close()
 
 
 def test_sync_status_shape(db, broker):

@@ -1,0 +1,209 @@
+"""IoTClient and IoTClientConfig (README "IoT Client").
+
+The client owns the device's link to the broker: a transport plugin chosen by the broker URL's
+scheme (``https`` -> ``https``, ``mqtts`` -> ``mqtt``) or by name, the durable outbox in the
+device database, and the worker that drains it::
+
+    client = IoTClient(IoTClientConfig(device_id="cam-001",
+                                       broker_url="https://iot-broker.example.com",
+                                       api_key="..."))
+    client.start()
+    client.send_event(event, image=frame, face_bbox=[x, y, w, h])   # queued, durable
+    client.send_event_sync(event)                                    # now, or raises
+    page = client.request_sync(since_version=100)
+    client.stop()
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from fr_core.config import API_KEY_ENV
+from fr_core.errors import FrEdgeError, TransportProtocolError
+from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
+from fr_core.logsetup import register_secret
+from fr_core.outbox import OutboxWorker
+from fr_core.storage import DatabaseManager
+from fr_core.syncpage import ChangesPage, parse_page
+
+log = logging.getLogger(__name__)
+
+SCHEME_TRANSPORTS = {"https": "https", "http": "https", "mqtts": "mqtt", "mqtt": "mqtt"}
+
+
+class IoTClientConfig(BaseModel):
+    """Settings of an :class:`IoTClient`; the README's three are enough for most uses."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+    broker_url: str
+    api_key: SecretStr | None = Field(None, description=f"default: ${API_KEY_ENV}")
+    transport: str | None = Field(None, description="transport plugin; default: by URL scheme")
+    transport_options: dict[str, Any] = Field(default_factory=dict)
+    allow_insecure: bool = False
+    db_path: str = "fr-edge-data/faces.db"
+    dev_mode: bool = False
+    image_target_kb: float = Field(50.0, ge=2)
+    batch_size: int = Field(100, ge=1, le=500)
+    backoff_min_seconds: float = Field(1.0, gt=0)
+    backoff_max_seconds: float = Field(300.0, gt=0)
+    stop_timeout_seconds: float = Field(5.0, gt=0, le=120)
+
+    def api_key_value(self) -> str | None:
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        return os.environ.get(API_KEY_ENV) or None
+
+
+class IoTClient:
+    def __init__(
+        self, config: IoTClientConfig, *, db: DatabaseManager | None = None, registry: Any = None
+    ) -> None:
+        from fr_core.plugins import build_registry
+
+        self.config = config
+        self.registry = registry or build_registry()
+        self.db = db or DatabaseManager(
+            config.db_path, dev_mode=config.dev_mode, registry=self.registry
+        )
+        self._own_db = db is None
+        self.transport: Any = None
+        self.worker: OutboxWorker | None = None
+        self._started = False
+        register_secret(config.api_key_value())
+
+    # --- lifecycle ---
+
+    def _transport(self) -> Any:
+        if self.transport is None:
+            from fr_core.interfaces import ComponentKind
+
+            scheme = self.config.broker_url.split("://", 1)[0].lower()
+            name = self.config.transport or SCHEME_TRANSPORTS.get(scheme, scheme)
+            options: dict[str, Any] = {
+                "device_id": self.config.device_id,
+                "broker_url": self.config.broker_url,
+                "allow_insecure": self.config.allow_insecure,
+                **self.config.transport_options,
+            }
+            key = self.config.api_key_value()
+            if key is not None:
+                options["api_key"] = key
+            self.transport = self.registry.create(
+                ComponentKind.TRANSPORT, name, options, path="transport"
+            )
+            self.transport.start()
+        return self.transport
+
+    def start(self) -> None:
+        """Open the database and the transport and start draining the outbox."""
+        if self._started:
+            return
+        self.db.initialize()
+        self.worker = OutboxWorker(
+            self.db,
+            self._transport(),
+            batch_size=self.config.batch_size,
+            backoff_min=self.config.backoff_min_seconds,
+            backoff_max=self.config.backoff_max_seconds,
+        )
+        self.worker.start()
+        self._started = True
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop within ``timeout`` (default ``stop_timeout_seconds``). Every event queued is
+        already on disk; one in flight stays queued and goes again on the next start."""
+        limit = timeout if timeout is not None else self.config.stop_timeout_seconds
+        if self.worker is not None:
+            self.worker.stop(limit)
+        if self.transport is not None:
+            self.transport.stop(min(limit, 2.0))
+            self.transport = None
+        if self._own_db and self._started:
+            self.db.close()
+        self._started = False
+
+    def __enter__(self) -> IoTClient:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- events ---
+
+    def _prepare(
+        self, event: Any, image: np.ndarray | None, face_bbox: Sequence[float] | None
+    ) -> FacialIdEvent | EmotionEvent | None:
+        from fr_core.imaging import compress_image_for_event
+
+        ev = parse_event(dict(event) if isinstance(event, Mapping) else event.to_dict())
+        if ev.device_id != self.config.device_id:
+            raise ValueError(
+                f"event device_id {ev.device_id!r} is not this client's {self.config.device_id!r}"
+            )
+        if image is not None:
+            ev.image = compress_image_for_event(image, self.config.image_target_kb, face_bbox)
+        hook = self.registry.pm.hook.fr_event_before_queue
+        for impl in reversed(hook.get_hookimpls()):
+            offered = {"event": ev, "engine": None}
+            try:
+                verdict = impl.function(**{a: offered[a] for a in impl.argnames})
+            except Exception as exc:
+                log.error("plugin %s failed in fr_event_before_queue: %s", impl.plugin_name, exc)
+                continue
+            if verdict is False:
+                log.info("event %s vetoed by plugin %s", ev.event_id, impl.plugin_name)
+                return None
+        return parse_event(ev.to_dict())
+
+    def send_event(
+        self, event: Any, image: np.ndarray | None = None, face_bbox: Sequence[float] | None = None
+    ) -> str | None:
+        """Queue an event (durably) for delivery; returns its event_id, or None if a plugin
+        vetoed it. ``image`` is the frame; with ``face_bbox`` the face is cropped from it."""
+        if not self._started:
+            raise FrEdgeError("IoTClient is not started: call start() first")
+        ev = self._prepare(event, image, face_bbox)
+        if ev is None:
+            return None
+        self.db.outbox_append(ev.to_dict())
+        assert self.worker is not None
+        self.worker.wake()
+        return ev.event_id
+
+    def send_event_sync(
+        self, event: Any, image: np.ndarray | None = None, face_bbox: Sequence[float] | None = None
+    ) -> bool:
+        """Send one event now, bypassing the outbox. True when the broker acknowledged it;
+        raises a TransportError otherwise (the event is then not stored anywhere)."""
+        ev = self._prepare(event, image, face_bbox)
+        if ev is None:
+            return False
+        result = self._transport().send_events([ev.to_dict()])
+        if ev.event_id in set(result.acknowledged):
+            return True
+        reason = dict(result.rejected).get(ev.event_id, "not acknowledged")
+        raise TransportProtocolError(f"broker did not accept event {ev.event_id}: {reason}")
+
+    # --- sync ---
+
+    def fetch_changes(self, since_version: int, limit: int = 500, cursor: str | None = None) -> Any:
+        """The transport's raw page (a SyncManager source)."""
+        return self._transport().fetch_changes(since_version, limit, cursor)
+
+    def request_sync(
+        self, since_version: int = 0, limit: int = 500, cursor: str | None = None
+    ) -> ChangesPage:
+        """One validated page of enrolment changes after ``since_version``."""
+        return parse_page(self.fetch_changes(since_version, limit, cursor))
+
+    def stats(self) -> dict[str, Any]:
+        return self.worker.stats() if self.worker else {}

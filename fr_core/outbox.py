@@ -1,0 +1,176 @@
+"""The outbox worker: drains the durable outbox through the transport.
+
+* In order: it claims the oldest due events; when a send fails it backs off and retries the
+  same events before any newer one.
+* At least once: an event leaves the outbox only when the broker acknowledged it (accepted or
+  already had it). If the process dies mid-send, the claim's lease expires and the events go
+  again; the broker deduplicates by event_id.
+* Backoff while the broker is unreachable: exponential with jitter, from ``backoff_min`` to
+  ``backoff_max``, never shorter than the broker's Retry-After.
+* Batching: up to ``batch_size`` events per send when there is a backlog.
+* Events the broker rejects for good (invalid for it) are not dropped: they stay in the outbox,
+  retried once a day, logged as errors and counted, visible in ``fr-edge status``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from typing import Any
+
+from fr_core.errors import (
+    TransportAuthError,
+    TransportError,
+    TransportTLSError,
+    TransportUnavailable,
+)
+from fr_core.storage import DatabaseManager
+
+log = logging.getLogger(__name__)
+
+REJECTED_RETRY_SECONDS = 86400.0
+
+
+class OutboxWorker:
+    def __init__(
+        self,
+        db: DatabaseManager,
+        transport: Any,
+        *,
+        batch_size: int = 100,
+        lease_seconds: float = 120.0,
+        backoff_min: float = 1.0,
+        backoff_max: float = 300.0,
+        jitter: float = 0.2,
+        idle_poll: float = 5.0,
+    ) -> None:
+        if batch_size < 1 or backoff_min <= 0 or backoff_max < backoff_min:
+            raise ValueError("batch_size >= 1 and 0 < backoff_min <= backoff_max are required")
+        self.db, self.transport = db, transport
+        self.batch_size, self.lease_seconds = batch_size, lease_seconds
+        self.backoff_min, self.backoff_max, self.jitter = backoff_min, backoff_max, jitter
+        self.idle_poll = idle_poll
+        self.sent = self.failed_sends = self.rejected = 0
+        self.last_error: str | None = None
+        self.backoff = 0.0
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- control ---
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="fr-outbox", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """New events were queued: send them without waiting for the next poll."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Stop within ``timeout`` seconds. A send in flight is left to finish on its own;
+        its events stay in the outbox (leased) and go again after the lease if it did not."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is None:
+            return True
+        self._thread.join(timeout)
+        done = not self._thread.is_alive()
+        if not done:
+            log.warning("outbox worker still sending after %.1fs; its events stay queued", timeout)
+        self._thread = None
+        return done
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # --- work ---
+
+    def drain_once(self) -> int:
+        """Claim one batch and send it. Returns events acknowledged; raises TransportError
+        after recording the failure (the events are due again at once: order is kept)."""
+        items = self.db.outbox_claim(self.batch_size, self.lease_seconds)
+        if not items:
+            return 0
+        ids = [it.event_id for it in items]
+        try:
+            result = self.transport.send_events([it.payload for it in items])
+        except Exception as exc:
+            self.failed_sends += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self.db.outbox_fail(ids, self.last_error[:500], retry_in=0.0)
+            raise
+        acked = [i for i in ids if i in set(result.acknowledged)]
+        if acked:
+            self.db.outbox_ack(acked)
+            self.sent += len(acked)
+        rejected = {i: r for i, r in dict(result.rejected).items() if i in set(ids)}
+        for eid, reason in rejected.items():
+            log.error("broker rejected event %s: %s (kept; retried daily)", eid, reason)
+        if rejected:
+            self.rejected += len(rejected)
+            self.db.outbox_fail(
+                list(rejected),
+                "rejected by the broker: "
+                + "; ".join(f"{k}: {v}" for k, v in rejected.items())[:400],
+                retry_in=REJECTED_RETRY_SECONDS,
+            )
+        missing = [i for i in ids if i not in set(acked) and i not in rejected]
+        if missing:
+            self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
+            raise TransportUnavailable(f"broker acknowledged {len(acked)} of {len(ids)} events")
+        self.last_error = None
+        return len(acked)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                sent = self.drain_once()
+            except TransportError as exc:
+                self._back_off(exc)
+                continue
+            except Exception as exc:  # a bug or the database: keep the thread alive
+                log.exception("outbox worker error")
+                self._back_off(exc)
+                continue
+            self.backoff = 0.0
+            if sent == 0:
+                self._wake.wait(self.idle_poll)
+                self._wake.clear()
+
+    def _back_off(self, exc: BaseException) -> None:
+        self.backoff = min(self.backoff_max, max(self.backoff_min, self.backoff * 2))
+        delay = self.backoff * random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
+        hint = getattr(exc, "retry_after", None)
+        if hint:
+            delay = max(delay, float(hint))
+        level = (
+            logging.ERROR
+            if isinstance(exc, (TransportAuthError, TransportTLSError))
+            else logging.WARNING
+        )
+        log.log(level, "sending events failed (%s); retrying in %.1fs", exc, delay)
+        self._stop.wait(delay)
+
+    def stats(self) -> dict[str, Any]:
+        box = self.db.outbox_stats()
+        now = time.time()
+        return {
+            "queued": box.depth,
+            "sent": self.sent,
+            "failed_sends": self.failed_sends,
+            "rejected_by_broker": self.rejected,
+            "oldest_age_seconds": round(now - box.oldest_created_at, 1)
+            if box.oldest_created_at
+            else None,
+            "backoff_seconds": round(self.backoff, 1),
+            "last_error": self.last_error,
+            "dropped_total": box.dropped_total,
+            "expired_total": box.expired_total,
+        }
