@@ -229,11 +229,11 @@ def test_redirects_are_not_followed(tmp_path):
     import http.server
     import threading
 
-    class Redirect(http.server.BaseHTTPRequestHandler):
-        seen_auth = []
+    seen_auth = []
 
+    class Redirect(http.server.BaseHTTPRequestHandler):
         def do_POST(self):
-            Redirect.seen_auth.append(self.headers.get("Authorization"))
+            seen_auth.append(self.headers.get("Authorization"))
             self.send_response(307)
             self.send_header("Location", "http://127.0.0.1:9/steal")
             self.send_header("Content-Length", "0")
@@ -257,7 +257,7 @@ def test_redirects_are_not_followed(tmp_path):
         )
         with pytest.raises(TransportProtocolError, match="redirects are not followed"):
             t.send_events(events(1))
-        assert len(Redirect.seen_auth) == 1  # one request, never a second to the new place
+        assert len(seen_auth) == 1  # one request, never a second to the new place
     finally:
         srv.shutdown()
 
