@@ -385,6 +385,20 @@ def _now() -> str:
     return format_timestamp(datetime.now(timezone.utc))
 
 
+@dataclass(frozen=True)
+class Exchange:
+    """One request and its answer, recorded when ``ReferenceBroker.exchanges`` is a list."""
+
+    method: str
+    path: str
+    authorization: bool  # whether an Authorization header was sent (never its value)
+    content_type: str | None
+    request_body: bytes
+    status: int
+    response_headers: dict[str, str]
+    response_body: bytes
+
+
 @dataclass
 class Fault:
     status: int | None = None  # answer with this HTTP status
@@ -435,6 +449,20 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
         data = b"" if body is None else json.dumps(body).encode()
+        exchanges = self.server.broker.exchanges
+        if exchanges is not None:
+            exchanges.append(
+                Exchange(
+                    self.command,
+                    self.path,
+                    bool(self.headers.get("Authorization")),
+                    self.headers.get("Content-Type"),
+                    getattr(self, "_raw", b""),
+                    status,
+                    dict(headers or {}),
+                    data,
+                )
+            )
         self.send_response(status)
         if body is not None:
             self.send_header("Content-Type", "application/json")
@@ -527,6 +555,7 @@ class _Handler(BaseHTTPRequestHandler):
     # --- endpoints ---
 
     def do_GET(self) -> None:
+        self._raw = b""
         if self._fault():
             return
         route = self._route()
@@ -652,6 +681,7 @@ class ReferenceBroker:
         self.api_key = api_key
         self.api_keys = dict(api_keys or {})
         self.admin_token = secrets.token_hex(16)
+        self.exchanges: list[Exchange] | None = None  # set to [] to record traffic
         self.host, self.port, self.tls = host, port, tls
         self.ca_path: Path | None = None
         self._certfile, self._keyfile, self._client_ca = certfile, keyfile, client_ca
