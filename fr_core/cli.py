@@ -349,6 +349,207 @@ def sync(config_file: Path, progress: bool | None) -> None:
         raise FrEdgeError(f"sync failed: {result.error}")
 
 
+# --- reference broker -----------------------------------------------------------------------
+
+BROKER_KEY_ENV = "FR_BROKER_API_KEY"
+data_option = click.option(
+    "--data",
+    "data_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder of the broker's database and certificates.",
+)
+
+
+@main.group()
+def broker() -> None:
+    """The reference broker: the HTTPS broker contract on this machine, for tests and demos.
+
+    Not a production broker: one process, SQLite, no user management.
+    """
+
+
+@broker.command("serve")
+@data_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8443,
+    show_default=True,
+    help="Port (0: any free port).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Server certificate (PEM); default: one made on first run with its own CA.",
+)
+@click.option(
+    "--key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="Its private key."
+)
+@click.option(
+    "--client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Require client certificates signed by this CA (mTLS).",
+)
+def broker_serve(
+    data_dir: Path,
+    host: str,
+    port: int,
+    cert: Path | None,
+    key: Path | None,
+    client_ca: Path | None,
+) -> None:
+    """Serve the broker API over TLS until SIGTERM or Ctrl-C.
+
+    Devices authenticate with the API key in $FR_BROKER_API_KEY.
+    """
+    import os
+    import signal
+    import threading
+
+    from fr_core.testing.broker import ReferenceBroker
+
+    api_key = os.environ.get(BROKER_KEY_ENV)
+    if not api_key:
+        raise ConfigError(f"set {BROKER_KEY_ENV} to the API key devices must present")
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert and --key go together")
+    register_secret(api_key)
+    ref = ReferenceBroker(
+        data_dir,
+        api_key=api_key,
+        host=host,
+        port=port,
+        certfile=cert,
+        keyfile=key,
+        client_ca=client_ca,
+    ).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    click.echo(f"reference broker on {ref.url}")
+    if ref.ca_path:
+        click.echo(f"devices must trust {ref.ca_path}")
+    sys.stdout.flush()
+    done.wait()
+    ref.stop()
+    click.echo("reference broker stopped")
+
+
+def _store(data_dir: Path) -> Any:
+    from fr_core.testing.broker import BrokerStore
+
+    return BrokerStore(data_dir / "broker.db")
+
+
+@broker.command("enrol")
+@data_option
+@click.argument("user_id")
+@click.option(
+    "--embedding",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A .npy file holding the embedding.",
+)
+@click.option(
+    "--photo",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A photo with exactly one face, embedded with --detector and --embedder.",
+)
+@click.option("--model", default=None, help="Model name (with --embedding; default SFace).")
+@click.option("--detector", default="yunet", show_default=True, help="Detector plugin.")
+@click.option("--embedder", default="sface", show_default=True, help="Embedder plugin.")
+@click.option("--name", "display_name", help="Display name (sent only to dev-mode devices).")
+def broker_enrol(
+    data_dir: Path,
+    user_id: str,
+    embedding: Path | None,
+    photo: Path | None,
+    model: str | None,
+    detector: str,
+    embedder: str,
+    display_name: str | None,
+) -> None:
+    """Enrol (or re-enrol) an employee: from a photo or a ready embedding."""
+    import numpy as np
+
+    from fr_core.storage import check_embedding, check_model, check_user_id
+
+    if (embedding is None) == (photo is None):
+        raise click.UsageError("give exactly one of --embedding and --photo")
+    check_user_id(user_id)
+    if embedding is not None:
+        try:
+            vec = np.load(embedding, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise FrEdgeError(f"{embedding} is not a .npy array: {exc}") from None
+        vec = check_embedding(np.asarray(vec, dtype=np.float32).reshape(-1))
+        model_name = check_model(model or "SFace")
+        det_name = None
+    else:
+        assert photo is not None
+        vec, model_name, det_name = _embed_photo(photo, detector, embedder)
+    version = _store(data_dir).enrol(user_id, vec, model_name, det_name, display_name)
+    click.echo(f"enrolled {user_id} ({model_name}, {vec.size} values) as version {version}")
+
+
+def _embed_photo(photo: Path, detector: str, embedder: str) -> tuple[Any, str, str]:
+    from fr_core.interfaces import ComponentKind
+
+    try:
+        import cv2
+    except ImportError:
+        raise FrEdgeError("enrolling from a photo needs OpenCV: pip install fr-edge[cpu]") from None
+    registry = build_registry()
+    det = registry.create(ComponentKind.DETECTOR, detector)
+    emb = registry.create(ComponentKind.EMBEDDER, embedder)
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrEdgeError(f"{photo} is not an image OpenCV can read")
+    faces = det.detect(image)
+    if len(faces) != 1:
+        raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
+    return emb.embed(image, faces[0]), emb.model_name, detector
+
+
+@broker.command("remove")
+@data_option
+@click.argument("user_id")
+def broker_remove(data_dir: Path, user_id: str) -> None:
+    """Remove an employee: devices delete the embedding on their next sync."""
+    version = _store(data_dir).remove(user_id)
+    if version is None:
+        raise FrEdgeError(f"{user_id} is not enrolled")
+    click.echo(f"removed {user_id} as version {version}")
+
+
+@broker.command("events")
+@data_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def broker_events(data_dir: Path, as_json: bool) -> None:
+    """List the events received, once each, in arrival order."""
+    ledger = _store(data_dir).ledger()
+    if as_json:
+        click.echo(json.dumps(ledger, indent=2))
+        return
+    for e in ledger:
+        click.echo(
+            f"{e['timestamp']}  {e['event_id']}  {e['event_type']:9s} "
+            f"{e.get('user_id') or '-':12s} confidence {e['confidence']:.2f}  "
+            f"image {e['image_bytes'] / 1024:.1f} KiB  deliveries {e['deliveries']}"
+        )
+    click.echo(f"{len(ledger)} events")
+
+
+@broker.command("compact")
+@data_option
+def broker_compact(data_dir: Path) -> None:
+    """Forget superseded changes and tombstones (devices older than now resync fully)."""
+    store = _store(data_dir)
+    store.compact()
+    click.echo(f"compacted at version {store.version()}")
+
+
 # --- demo ---------------------------------------------------------------------------------
 
 

@@ -688,6 +688,10 @@ class ReferenceBroker:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
+    def inject_failures(self, count: int) -> None:
+        """The next ``count`` requests fail with 503 (the conformance suite's generic fault)."""
+        self.faults.add(status=503, count=count)
+
     def key_for(self, device_id: str) -> str | None:
         return self.api_keys.get(device_id, self.api_key)
 

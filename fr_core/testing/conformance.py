@@ -1,0 +1,164 @@
+"""Transport conformance suite: the tests every transport plugin must pass, ours and yours.
+
+Subclass :class:`TransportConformance` in your plugin's tests and provide one fixture,
+``make_transport``: a function that builds your transport, not yet started, talking to the
+``broker`` fixture, and accepting two overrides the suite uses to provoke failures::
+
+    import pytest
+    from fr_core.testing.conformance import TransportConformance
+
+    class TestMyTransport(TransportConformance):
+        @pytest.fixture
+        def make_transport(self, broker):
+            def make(api_key=TransportConformance.API_KEY, ca_bundle=None):
+                return MyTransport(url=broker.url, device_id=self.DEVICE_ID, api_key=api_key,
+                                   ca_bundle=ca_bundle or broker.ca_path)
+            return make
+
+The default ``broker`` fixture is the HTTPS reference broker; a transport for another protocol
+overrides it with a harness that offers the same surface: ``store`` (``enrol``, ``remove``,
+``ledger()``, ``heartbeats()``, ``live()``) and ``inject_failures(count)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fr_core.errors import TransportAuthError, TransportTLSError
+from fr_core.events import FacialIdEvent
+from fr_core.outbox import OutboxWorker
+from fr_core.storage import DatabaseManager
+from fr_core.sync import SyncManager
+from fr_core.testing.certs import CertificateAuthority
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+class TransportConformance:
+    API_KEY = "conformance-key-0123456789"
+    DEVICE_ID = "cam-001"
+
+    @pytest.fixture
+    def broker(self, tmp_path: Path) -> Iterator[Any]:
+        from fr_core.testing.broker import ReferenceBroker
+
+        with ReferenceBroker(tmp_path / "broker", api_key=self.API_KEY) as b:
+            yield b
+
+    @pytest.fixture
+    def transport(self, make_transport: Callable[..., Any]) -> Iterator[Any]:
+        t = make_transport()
+        t.start()
+        yield t
+        t.stop()
+
+    def events(self, n: int, start: int = 0) -> list[dict[str, Any]]:
+        return [
+            FacialIdEvent.create(
+                device_id=self.DEVICE_ID, user_id=f"EMP-{i}", distance=0.3, frames_tracked=5
+            ).to_dict()
+            for i in range(start, start + n)
+        ]
+
+    # --- the suite ---
+
+    def test_conformance_delivery(self, broker: Any, transport: Any) -> None:
+        batch = self.events(10)
+        result = transport.send_events(batch)
+        assert set(result.acknowledged) == {e["event_id"] for e in batch}
+        assert wait_for(lambda: len(broker.store.ledger()) == 10)
+        got = {e["event_id"]: e for e in broker.store.ledger()}
+        for e in batch:
+            assert got[e["event_id"]]["user_id"] == e["user_id"]
+
+    def test_conformance_idempotency(self, broker: Any, transport: Any) -> None:
+        batch = self.events(3)
+        transport.send_events(batch)
+        again = transport.send_events(batch)
+        assert set(again.acknowledged) == {e["event_id"] for e in batch}
+        assert wait_for(lambda: sum(e["deliveries"] for e in broker.store.ledger()) >= 6)
+        assert len(broker.store.ledger()) == 3
+
+    def test_conformance_ordering(self, broker: Any, transport: Any, tmp_path: Path) -> None:
+        with DatabaseManager(str(tmp_path / "order.db")) as db:
+            batch = self.events(25)
+            for e in batch:
+                db.outbox_append(e)
+            worker = OutboxWorker(db, transport, batch_size=4, backoff_min=0.05)
+            while db.outbox_stats().depth:
+                worker.drain_once()
+        assert wait_for(lambda: len(broker.store.ledger()) == 25)
+        assert [e["event_id"] for e in broker.store.ledger()] == [e["event_id"] for e in batch]
+
+    def test_conformance_backoff_on_failure(
+        self, broker: Any, transport: Any, tmp_path: Path
+    ) -> None:
+        with DatabaseManager(str(tmp_path / "retry.db")) as db:
+            batch = self.events(5)
+            db.outbox_append_many(batch)
+            broker.inject_failures(3)
+            worker = OutboxWorker(db, transport, batch_size=5, backoff_min=0.05, backoff_max=0.2)
+            worker.start()
+            try:
+                assert wait_for(lambda: db.outbox_stats().depth == 0)
+            finally:
+                worker.stop()
+        assert {e["event_id"] for e in broker.store.ledger()} == {e["event_id"] for e in batch}
+
+    def test_conformance_auth_failure_is_clear(
+        self, broker: Any, make_transport: Callable[..., Any]
+    ) -> None:
+        wrong = "wrong-key-for-conformance-42"
+        t = make_transport(api_key=wrong)
+        t.start()
+        try:
+            with pytest.raises(TransportAuthError) as exc:
+                t.send_events(self.events(1))
+            assert wrong not in str(exc.value) and self.API_KEY not in str(exc.value)
+        finally:
+            t.stop()
+        assert broker.store.ledger() == []
+
+    def test_conformance_tls_failure_is_clear(
+        self, broker: Any, tmp_path: Path, make_transport: Callable[..., Any]
+    ) -> None:
+        stranger = CertificateAuthority(tmp_path / "stranger", "an unrelated CA")
+        t = make_transport(ca_bundle=stranger.cert_path)
+        with pytest.raises(TransportTLSError):
+            t.start()
+            t.send_events(self.events(1))
+        t.stop()
+        assert broker.store.ledger() == []
+
+    def test_conformance_sync(self, broker: Any, transport: Any, tmp_path: Path) -> None:
+        rng = np.random.default_rng(0)
+        for i in range(23):
+            broker.store.enrol(f"EMP-{i}", rng.standard_normal(128).astype(np.float32))
+        with DatabaseManager(str(tmp_path / "sync.db")) as db:
+            mgr = SyncManager(db, transport, page_size=7)
+            assert mgr.sync_now().ok
+            broker.store.remove("EMP-4")
+            assert mgr.sync_now().ok
+            live = broker.store.live()
+            local = db.get_all_enrollments()
+            assert set(local) == set(live)
+            assert all(np.array_equal(local[u], live[u]) for u in live)
+
+    def test_conformance_heartbeat(self, broker: Any, transport: Any) -> None:
+        transport.send_heartbeat({"device_id": self.DEVICE_ID, "fps": 9.5})
+        assert wait_for(
+            lambda: {"device_id": self.DEVICE_ID, "fps": 9.5} in broker.store.heartbeats()
+        )
