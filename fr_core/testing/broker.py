@@ -440,6 +440,9 @@ class FaultPlan:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle's algorithm and
+    # the client's delayed ACK hold every answer back ~40 ms on a kept-alive connection.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, fmt: str, *args: Any) -> None:  # quiet; never log headers

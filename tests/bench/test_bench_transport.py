@@ -1,0 +1,133 @@
+"""Benchmark: draining an event backlog through the durable outbox over HTTPS.
+
+Target (issue 4): 5,000 events with 20 KB images to the reference broker on loopback, through
+the outbox worker and the https transport: events/s >= 2x a bare requests loop posting the
+same events one per request, same run. The broker runs in its own process (`fr-edge broker
+serve`), as it would on another machine. Under `make test` 300 events and no timing check.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from fr_core import DatabaseManager, FacialIdEvent
+from fr_core.interfaces import ComponentKind
+from fr_core.outbox import OutboxWorker
+from fr_core.plugins import build_registry
+
+from ..conftest import REPO
+
+KEY = "bench-key-0123456789"
+IMAGE_BYTES = 20 * 1024
+
+
+@pytest.fixture
+def broker(tmp_path):
+    env = {**os.environ, "FR_BROKER_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("fr-edge")),
+            "broker",
+            "serve",
+            "--data",
+            str(tmp_path / "broker"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=REPO,
+    )
+    url = re.search(r"on (https://\S+)", proc.stdout.readline()).group(1)
+    ca = re.search(r"trust (\S+)", proc.stdout.readline()).group(1)
+    yield url, ca
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=30)
+
+
+def make_events(n, tag):
+    rng = np.random.default_rng(len(tag))
+    image = base64.b64encode(b"\xff\xd8" + rng.bytes(IMAGE_BYTES - 2)).decode()
+    out = []
+    for i in range(n):
+        e = FacialIdEvent.create(
+            device_id="cam-001", user_id=f"{tag}-{i}", distance=0.3, frames_tracked=5
+        ).to_dict()
+        e["image"] = image
+        out.append(e)
+    return out
+
+
+@pytest.mark.benchmark(group="transport")
+def test_bench_https_outbox_drain(benchmark, broker, tmp_path):
+    url, ca = broker
+    n = 300 if benchmark.disabled else 5000
+    bare_events, our_events = make_events(n, "bare"), make_events(n, "ours")
+
+    # baseline: a bare requests loop, one event per request, keep-alive session
+    session = requests.Session()
+    session.trust_env = False
+    session.headers["Authorization"] = f"Bearer {KEY}"
+    t0 = time.perf_counter()
+    for e in bare_events:
+        r = session.post(
+            f"{url}/v1/devices/cam-001/events", json={"events": [e]}, verify=ca, timeout=30
+        )
+        assert r.status_code == 200 and r.json()["accepted"] == [e["event_id"]]
+    bare_s = time.perf_counter() - t0
+    session.close()
+
+    db = DatabaseManager(str(tmp_path / "outbox.db"))
+    db.initialize()
+    for i in range(0, n, 500):
+        db.outbox_append_many(our_events[i : i + 500])
+    transport = build_registry().create(
+        ComponentKind.TRANSPORT,
+        "https",
+        {
+            "broker_url": url,
+            "device_id": "cam-001",
+            "api_key": KEY,
+            "ca_bundle": ca,
+            "batch_size": 100,
+        },
+    )
+    transport.start()
+    worker = OutboxWorker(db, transport, batch_size=100)
+
+    def drain():
+        sent = 0
+        while db.outbox_stats().depth:
+            sent += worker.drain_once()
+        return sent
+
+    sent = benchmark.pedantic(drain, rounds=1, iterations=1)
+    assert sent == n and db.outbox_stats().depth == 0
+    ours_s = benchmark.stats.stats.mean if not benchmark.disabled else None
+    transport.stop()
+    db.close()
+    if benchmark.disabled:
+        return
+    ours_rate, bare_rate = n / ours_s, n / bare_s
+    ratio = ours_rate / bare_rate
+    benchmark.extra_info.update(
+        events=n, ours_events_per_s=ours_rate, bare_events_per_s=bare_rate, ratio=ratio
+    )
+    print(
+        f"\n{n} events of {IMAGE_BYTES // 1024} KiB: outbox + https {ours_rate:.0f} events/s, "
+        f"bare requests loop {bare_rate:.0f} events/s, ratio {ratio:.2f}"
+    )
+    assert ratio >= 2.0
