@@ -77,6 +77,9 @@ class IoTClient:
         self.transport: Any = None
         self.worker: OutboxWorker | None = None
         self._started = False
+        #: Called when the broker announces enrolment changes (MQTT "changes available");
+        #: SyncManagerFactory sets it to the SyncManager's notify_changes.
+        self.on_changes: Any = None
         register_secret(config.api_key_value())
 
     # --- lifecycle ---
@@ -99,6 +102,8 @@ class IoTClient:
             self.transport = self.registry.create(
                 ComponentKind.TRANSPORT, name, options, path="transport"
             )
+            if hasattr(self.transport, "on_changes"):
+                self.transport.on_changes = self._changes_available
             self.transport.start()
         return self.transport
 
@@ -136,6 +141,11 @@ class IoTClient:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def _changes_available(self) -> None:
+        log.info("broker announced enrolment changes")
+        if self.on_changes is not None:
+            self.on_changes()
 
     # --- events ---
 

@@ -124,8 +124,13 @@ class SyncManager:
         self._thread.start()
 
     def notify_changes(self) -> None:
-        """The broker says changes are available: sync as soon as possible (coalesced)."""
-        self._wake.set()
+        """The broker says changes are available: sync as soon as possible. With periodic
+        sync running this wakes its thread (notifications coalesce); otherwise one sync runs
+        in a background thread unless one is already in progress."""
+        if self._thread is not None and self._thread.is_alive():
+            self._wake.set()
+        elif not self._syncing:
+            threading.Thread(target=self.sync_now, name="fr-sync-now", daemon=True).start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop periodic sync; waits up to ``timeout`` for a sync in progress."""
@@ -365,5 +370,7 @@ class SyncManagerFactory:
                 registry=reg,
             )
         manager = SyncManager(db, source, matcher=matcher, models=models)
+        if hasattr(source, "on_changes"):
+            source.on_changes = manager.notify_changes  # MQTT "changes available"
         manager.load_matcher()
         return manager, db, source

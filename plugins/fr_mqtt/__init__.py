@@ -1,0 +1,396 @@
+"""Transport plugin ``mqtt``: the broker contract over MQTT with paho-mqtt 2.x (docs/mqtt.md).
+
+MQTT 5 with a 3.1.1 fallback; TLS always verified; username/password (password = the API
+key) or a client certificate; QoS 1 with a persistent session; a retained online/offline
+status with a Last Will; heartbeats; sync as request/response with correlation; and the
+broker's "changes available" notification handed to a callback (``on_changes``), which the
+SyncManagerFactory wires to ``SyncManager.notify_changes``. An event counts as delivered only
+when the broker's PUBACK for it has arrived.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from fr_core import hookimpl
+from fr_core.errors import (
+    ConfigError,
+    TransportAuthError,
+    TransportProtocolError,
+    TransportTLSError,
+    TransportUnavailable,
+)
+from fr_core.events import format_timestamp, utc_now
+from fr_core.interfaces import SendResult
+from fr_core.logsetup import register_secret
+
+log = logging.getLogger(__name__)
+PREFIX = "fr/v1/devices"
+
+
+def topics(device_id: str) -> dict[str, str]:
+    base = f"{PREFIX}/{device_id}"
+    return {
+        "events": f"{base}/events",
+        "heartbeat": f"{base}/heartbeat",
+        "status": f"{base}/status",
+        "sync_request": f"{base}/sync/request",
+        "sync_response": f"{base}/sync/response",
+        "changes": f"{base}/changes",
+    }
+
+
+class MqttTransportConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    broker_url: str | None = Field(None, description="mqtts://host:port; default: top level")
+    device_id: str | None = Field(None, description="default: the top-level device_id")
+    username: str | None = Field(None, description="default: the device_id")
+    api_key: SecretStr | None = Field(None, description="the password; default: api_key")
+    allow_insecure: bool | None = Field(None, description="allow mqtt:// (no TLS)")
+    ca_bundle: Path | None = Field(None, description="PEM file of the CAs to trust")
+    client_cert: Path | None = Field(None, description="client certificate (PEM)")
+    client_key: Path | None = Field(None, description="its private key (PEM)")
+    protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="MQTT version")
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds")
+    session_expiry: int = Field(86400, ge=0, description="seconds the broker keeps the session")
+    connect_timeout: float = Field(10.0, gt=0, le=120)
+    publish_timeout: float = Field(30.0, gt=0, le=600, description="wait for PUBACKs")
+    sync_timeout: float = Field(30.0, gt=0, le=600, description="wait for a sync answer")
+
+
+class MqttTransport:
+    def __init__(
+        self,
+        config: MqttTransportConfig,
+        device_id: str,
+        broker_url: str,
+        password: str | None,
+        allow_insecure: bool,
+    ) -> None:
+        parts = urlsplit(broker_url)
+        if parts.scheme not in ("mqtts", "mqtt") or not parts.hostname:
+            raise ConfigError(
+                f"the mqtt transport needs an mqtts:// broker URL, got {broker_url!r}"
+            )
+        if parts.scheme == "mqtt" and not allow_insecure:
+            raise ConfigError(
+                "the mqtt transport refuses mqtt:// (no TLS); use mqtts://, or "
+                "set allow_insecure: true (tests on loopback only)"
+            )
+        if (config.client_cert is None) != (config.client_key is None):
+            raise ConfigError("client_cert and client_key must be given together")
+        for p in (config.ca_bundle, config.client_cert, config.client_key):
+            if p is not None and not p.is_file():
+                raise ConfigError(f"mqtt transport: {p} does not exist")
+        self.config = config
+        self.device_id = device_id
+        self.host = parts.hostname
+        self.port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        self.tls = parts.scheme == "mqtts"
+        self.topics = topics(device_id)
+        self._password = password
+        register_secret(password)
+        self.on_changes: Callable[[], Any] | None = None
+        self._client: Any = None
+        self._connected = threading.Event()
+        self._connack: Any = None
+        self._pending: dict[str, tuple[threading.Event, list[Any]]] = {}
+        self._lock = threading.Lock()
+        self.protocol_used: str | None = None
+
+    # --- connection ---
+
+    def _make_client(self, v5: bool) -> Any:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"fr-edge-{self.device_id}",
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+        )
+        if self.tls:
+            client.tls_set(
+                ca_certs=str(self.config.ca_bundle) if self.config.ca_bundle else None,
+                certfile=str(self.config.client_cert) if self.config.client_cert else None,
+                keyfile=str(self.config.client_key) if self.config.client_key else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        username = self.config.username or self.device_id
+        if self.config.client_cert is None or self._password:
+            client.username_pw_set(username, self._password)
+        offline = json.dumps({"state": "offline", "reason": "lost"})
+        client.will_set(self.topics["status"], offline, qos=1, retain=True)
+        client.max_inflight_messages_set(100)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.reconnect_delay_set(1, 30)
+        props = None
+        if v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.config.session_expiry
+        self._connect_props = props
+        return client
+
+    def start(self) -> None:
+        if self._client is not None:
+            return
+        order = {"auto": [True, False], "5": [True], "3.1.1": [False]}[self.config.protocol]
+        last: Exception | None = None
+        for v5 in order:
+            try:
+                self._connect(v5)
+                self.protocol_used = "5" if v5 else "3.1.1"
+                break
+            except _Unsupported as exc:
+                last = exc
+                continue
+        else:
+            raise TransportProtocolError(f"broker {self.host} refused MQTT: {last}")
+        self._announce_online()
+
+    def _announce_online(self) -> None:
+        client: Any = self._client
+        client.publish(
+            self.topics["status"],
+            json.dumps({"state": "online", "timestamp": format_timestamp(utc_now())}),
+            qos=1,
+            retain=True,
+        )
+
+    def _connect(self, v5: bool) -> None:
+        client = self._make_client(v5)
+        self._connected.clear()
+        self._connack = None
+        try:
+            if v5:
+                client.connect(
+                    self.host,
+                    self.port,
+                    self.config.keepalive,
+                    clean_start=False,
+                    properties=self._connect_props,
+                )
+            else:
+                client.connect(self.host, self.port, self.config.keepalive)
+        except ssl.SSLError as exc:
+            why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+            raise TransportTLSError(
+                f"TLS with {self.host} failed: {why} (check ca_bundle and "
+                "the broker's certificate and its validity dates)"
+            ) from None
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            raise TransportUnavailable(
+                f"MQTT broker {self.host}:{self.port} unreachable: {exc}"
+            ) from None
+        client.loop_start()
+        if not self._connected.wait(self.config.connect_timeout) and self._connack is None:
+            client.loop_stop()
+            client.disconnect()
+            raise TransportUnavailable(
+                f"no CONNACK from {self.host} within {self.config.connect_timeout}s"
+            )
+        rc = self._connack
+        if rc is not None and rc.is_failure:
+            client.loop_stop()
+            client.disconnect()
+            name = str(rc)
+            if "protocol version" in name.lower():
+                raise _Unsupported(name)
+            if any(
+                w in name.lower()
+                for w in ("password", "authori", "not authorized", "bad user", "banned")
+            ):
+                raise TransportAuthError(
+                    f"MQTT broker {self.host} refused device {self.device_id!r}: {name}"
+                )
+            raise TransportUnavailable(f"MQTT broker {self.host} refused the connection: {name}")
+        self._client = client
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connack = rc
+        if not rc.is_failure:
+            client.subscribe([(self.topics["sync_response"], 1), (self.topics["changes"], 1)])
+            self._connected.set()
+        else:
+            self._connected.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self._connected.clear()
+        if rc is not None and getattr(rc, "value", 0) != 0:
+            log.warning("MQTT connection to %s lost (%s); reconnecting", self.host, rc)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == self.topics["changes"]:
+            if self.on_changes is not None:
+                try:
+                    self.on_changes()
+                except Exception:
+                    log.exception("changes-available callback failed")
+            return
+        if msg.topic == self.topics["sync_response"]:
+            try:
+                answer = json.loads(msg.payload.decode("utf-8"))
+                rid = answer.get("request_id")
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+                log.error("malformed sync answer on %s ignored", msg.topic)
+                return
+            with self._lock:
+                waiter = self._pending.get(str(rid))
+            if waiter is not None:
+                waiter[1].append(answer)
+                waiter[0].set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            info = client.publish(
+                self.topics["status"],
+                json.dumps(
+                    {
+                        "state": "offline",
+                        "reason": "stopped",
+                        "timestamp": format_timestamp(utc_now()),
+                    }
+                ),
+                qos=1,
+                retain=True,
+            )
+            info.wait_for_publish(min(timeout, 2.0))
+        except (RuntimeError, ValueError):
+            pass
+        client.disconnect()
+        client.loop_stop()
+
+    # --- calls ---
+
+    def _need(self) -> Any:
+        if self._client is None:
+            self.start()
+        if not self._connected.wait(self.config.connect_timeout):
+            raise TransportUnavailable(f"MQTT broker {self.host}:{self.port} not connected")
+        return self._client
+
+    def send_events(self, events: Sequence[Mapping[str, Any]]) -> SendResult:
+        client = self._need()
+        infos = []
+        for e in events:
+            payload = json.dumps(dict(e), separators=(",", ":"))
+            infos.append(
+                (str(e["event_id"]), client.publish(self.topics["events"], payload, qos=1))
+            )
+        deadline = time.monotonic() + self.config.publish_timeout
+        acked = []
+        for eid, info in infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                break
+            if not info.is_published():
+                break
+            acked.append(eid)  # PUBACK received: the broker has it
+        if not acked and infos:
+            raise TransportUnavailable(
+                f"no PUBACK from {self.host} within {self.config.publish_timeout}s"
+            )
+        return SendResult(acknowledged=acked)
+
+    def send_heartbeat(self, payload: Mapping[str, Any]) -> None:
+        client = self._need()
+        info = client.publish(self.topics["heartbeat"], json.dumps(dict(payload)), qos=1)
+        info.wait_for_publish(self.config.publish_timeout)
+        if not info.is_published():
+            raise TransportUnavailable(f"heartbeat not acknowledged by {self.host}")
+
+    def fetch_changes(
+        self, since_version: int, limit: int, cursor: str | None = None
+    ) -> Mapping[str, Any]:
+        client = self._need()
+        rid = uuid.uuid4().hex
+        done: tuple[threading.Event, list[Any]] = (threading.Event(), [])
+        with self._lock:
+            self._pending[rid] = done
+        try:
+            request = {
+                "request_id": rid,
+                "since_version": since_version,
+                "limit": limit,
+                "cursor": cursor,
+                "response_topic": self.topics["sync_response"],
+            }
+            props = None
+            if self.protocol_used == "5":
+                from paho.mqtt.packettypes import PacketTypes
+                from paho.mqtt.properties import Properties
+
+                props = Properties(PacketTypes.PUBLISH)
+                props.ResponseTopic = self.topics["sync_response"]
+                props.CorrelationData = rid.encode()
+            client.publish(
+                self.topics["sync_request"], json.dumps(request), qos=1, properties=props
+            )
+            if not done[0].wait(self.config.sync_timeout):
+                raise TransportUnavailable(
+                    f"no sync answer from {self.host} within {self.config.sync_timeout}s"
+                )
+        finally:
+            with self._lock:
+                self._pending.pop(rid, None)
+        answer = done[1][0]
+        if "error" in answer:
+            raise TransportProtocolError(f"broker refused the sync request: {answer['error']}")
+        page = answer.get("page")
+        if not isinstance(page, dict):
+            raise TransportProtocolError("sync answer without a page")
+        return page
+
+
+class _Unsupported(Exception):
+    pass
+
+
+@hookimpl
+def fr_register_transports(register: Any) -> None:
+    def factory(cfg: MqttTransportConfig, ctx: Any) -> MqttTransport:
+        app = getattr(ctx, "app_config", None)
+        broker_url = cfg.broker_url or (app.broker_url if app else None)
+        device_id = cfg.device_id or (app.device_id if app else None)
+        if not broker_url or not device_id:
+            raise ConfigError("the mqtt transport needs broker_url and device_id")
+        key = (
+            cfg.api_key.get_secret_value()
+            if cfg.api_key
+            else (app.api_key_value() if app else None)
+        )
+        insecure = (
+            cfg.allow_insecure
+            if cfg.allow_insecure is not None
+            else bool(app and app.allow_insecure)
+        )
+        return MqttTransport(cfg, device_id, broker_url, key, insecure)
+
+    register(
+        "mqtt",
+        factory,
+        MqttTransportConfig,
+        description="MQTT 5/3.1.1 (paho): QoS 1 events, heartbeats, sync request/response",
+    )

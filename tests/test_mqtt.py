@@ -1,0 +1,253 @@
+"""The mqtt transport with a real mosquitto: TLS, passwords, client certificates, Last Will,
+3.1.1 fallback, change notifications, and mosquitto SIGKILLed mid-stream."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import pytest
+
+from fr_core import (
+    DatabaseManager,
+    FacialIdEvent,
+    SyncManagerFactory,
+    TransportAuthError,
+    TransportTLSError,
+)
+from fr_core.interfaces import ComponentKind
+from fr_core.outbox import OutboxWorker
+from fr_core.plugins import build_registry
+from fr_core.testing import require
+from fr_core.testing.certs import CertificateAuthority
+from fr_core.testing.conformance import wait_for
+from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
+from fr_core.testing.mqtt_bridge import MqttBroker
+
+KEY = "mqtt-device-key-123456"
+REGISTRY = build_registry()
+
+
+@pytest.fixture
+def broker(tmp_path):
+    require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
+    with MqttBroker(tmp_path / "mqtt", {"cam-001": KEY}) as b:
+        yield b
+
+
+def transport(broker, **overrides):
+    return REGISTRY.create(
+        ComponentKind.TRANSPORT,
+        "mqtt",
+        {
+            "broker_url": broker.url,
+            "device_id": "cam-001",
+            "api_key": KEY,
+            "ca_bundle": str(broker.ca_path),
+            "connect_timeout": 5,
+            "publish_timeout": 5,
+            "sync_timeout": 10,
+            **overrides,
+        },
+    )
+
+
+def events(n, start=0):
+    return [
+        FacialIdEvent.create(
+            device_id="cam-001", user_id=f"EMP-{i}", distance=0.3, frames_tracked=5
+        ).to_dict()
+        for i in range(start, start + n)
+    ]
+
+
+def watcher(broker, topic):
+    """A bridge-user client recording what arrives on ``topic`` (retained messages too)."""
+    seen = []
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.tls_set(ca_certs=str(broker.ca_path), cert_reqs=ssl.CERT_REQUIRED)
+    c.username_pw_set(BRIDGE_USER, broker.bridge_password)
+    c.on_connect = lambda cl, *_: cl.subscribe(topic, 1)
+    c.on_message = lambda cl, u, msg: seen.append((msg.topic, json.loads(msg.payload), msg.retain))
+    c.connect("127.0.0.1", broker.mosquitto.port)
+    c.loop_start()
+    return c, seen
+
+
+def test_status_is_retained_and_the_last_will_says_offline(broker):
+    t = transport(broker)
+    t.start()
+    c, seen = watcher(broker, "fr/v1/devices/cam-001/status")
+    assert wait_for(lambda: any(p["state"] == "online" for _, p, _ in seen))
+    t._client._sock.close()  # the device vanishes without a DISCONNECT
+    assert wait_for(lambda: any(p.get("reason") == "lost" for _, p, _ in seen), timeout=90)
+    c.loop_stop()
+    t.stop()
+
+
+def test_graceful_stop_publishes_offline(broker):
+    t = transport(broker)
+    t.start()
+    t.stop()
+    c, seen = watcher(broker, "fr/v1/devices/cam-001/status")
+    assert wait_for(lambda: seen and seen[-1][1]["state"] == "offline" and seen[-1][2])
+    c.loop_stop()
+
+
+def test_mqtt_311_fallback_works_too(broker):
+    t = transport(broker, protocol="3.1.1")
+    t.start()
+    assert t.protocol_used == "3.1.1"
+    assert len(t.send_events(events(3)).acknowledged) == 3
+    rng = np.random.default_rng(0)
+    broker.store.enrol("EMP-1", rng.standard_normal(128).astype(np.float32))
+    page = t.fetch_changes(0, 10)
+    assert page["snapshot"] and page["upserts"][0]["user_id"] == "EMP-1"
+    t.stop()
+    assert wait_for(lambda: len(broker.store.ledger()) == 3)
+
+
+def test_auto_protocol_prefers_mqtt5(broker):
+    t = transport(broker)
+    t.start()
+    assert t.protocol_used == "5"
+    t.stop()
+
+
+def test_wrong_password_and_foreign_topics(broker):
+    with pytest.raises(TransportAuthError, match="refused device 'cam-001'"):
+        transport(broker, api_key="wrong-password-1").start()
+    other = transport(broker, device_id="cam-002")  # a user that does not exist
+    with pytest.raises(TransportAuthError):
+        other.start()
+
+
+def test_expired_server_certificate(tmp_path):
+    require(mosquitto_binary(), "mosquitto is not installed")
+    ca = CertificateAuthority(tmp_path / "pki")
+    m = Mosquitto(tmp_path / "m", {"cam-001": KEY}, ca=ca)
+    expired = ca.issue("expired", expired=True)
+    m.server = expired
+    m._write_config(False)
+    with m:
+        t = REGISTRY.create(
+            ComponentKind.TRANSPORT,
+            "mqtt",
+            {
+                "broker_url": m.url,
+                "device_id": "cam-001",
+                "api_key": KEY,
+                "ca_bundle": str(ca.cert_path),
+            },
+        )
+        with pytest.raises(TransportTLSError, match="certificate has expired"):
+            t.start()
+
+
+def test_client_certificate_authentication(tmp_path):
+    require(mosquitto_binary(), "mosquitto is not installed")
+    broker = MqttBroker(tmp_path / "mqtt", {"cam-001": KEY}, require_client_cert=True)
+    ca = broker.mosquitto.ca
+    cert = ca.issue("cam-001", client=True)  # the certificate's CN is the MQTT username
+    broker.mosquitto.start()
+    try:
+        t = REGISTRY.create(
+            ComponentKind.TRANSPORT,
+            "mqtt",
+            {
+                "broker_url": broker.url,
+                "device_id": "cam-001",
+                "ca_bundle": str(ca.cert_path),
+                "client_cert": str(cert.cert),
+                "client_key": str(cert.key),
+            },
+        )
+        t.start()
+        assert len(t.send_events(events(2)).acknowledged) == 2
+        t.stop()
+        anonymous = REGISTRY.create(
+            ComponentKind.TRANSPORT,
+            "mqtt",
+            {
+                "broker_url": broker.url,
+                "device_id": "cam-001",
+                "api_key": KEY,
+                "ca_bundle": str(ca.cert_path),
+                "connect_timeout": 3,
+            },
+        )
+        with pytest.raises((TransportTLSError, TransportAuthError, Exception)):
+            anonymous.start()
+    finally:
+        broker.mosquitto.stop()
+
+
+def test_changes_notification_triggers_a_sync(broker, tmp_path):
+    rng = np.random.default_rng(1)
+    broker.store.enrol("EMP-1", rng.standard_normal(128).astype(np.float32))
+    mgr, db, client = SyncManagerFactory.create(
+        str(tmp_path / "d.db"),
+        "cam-001",
+        broker.url,
+        api_key=KEY,
+        ca_bundle=str(broker.ca_path),
+        sync_timeout=10,
+    )
+    try:
+        assert mgr.sync_now().ok and db.count_enrollments() == {"SFace": 1}
+        broker.store.enrol("EMP-2", rng.standard_normal(128).astype(np.float32))
+        broker.bridge.notify_changes("cam-001")  # no poll: the notification alone
+        assert wait_for(lambda: db.get_enrollment("EMP-2") is not None, timeout=20)
+    finally:
+        client.stop()
+        db.close()
+
+
+def test_mosquitto_killed_mid_stream_loses_nothing(broker, tmp_path):
+    db = DatabaseManager(str(tmp_path / "o.db"))
+    db.initialize()
+    t = transport(broker)
+    worker = OutboxWorker(db, t, batch_size=20, backoff_min=0.05, backoff_max=0.5)
+    committed: list[str] = []
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set() and i < 600:
+            batch = events(10, i)
+            db.outbox_append_many(batch)
+            committed.extend(e["event_id"] for e in batch)
+            worker.wake()
+            i += 10
+            time.sleep(0.01)
+
+    producer = threading.Thread(target=produce)
+    t.start()
+    worker.start()
+    producer.start()
+    try:
+        at_kill = []
+        for _ in range(3):  # SIGKILL mosquitto mid-stream, then restart it
+            assert wait_for(lambda: len(broker.store.ledger()) > 0)
+            time.sleep(0.3)
+            at_kill.append(len(broker.store.ledger()))
+            broker.mosquitto.kill()
+            time.sleep(0.5)
+            broker.mosquitto.start()
+        producer.join()
+        assert wait_for(lambda: db.outbox_stats().depth == 0, timeout=60)
+        assert wait_for(lambda: len(broker.store.ledger()) >= len(committed), timeout=30)
+    finally:
+        stop.set()
+        worker.stop()
+        t.stop()
+    ledger = broker.store.ledger()
+    ids = [e["event_id"] for e in ledger]
+    assert len(ids) == len(set(ids))  # each event once in the ledger
+    assert set(committed) <= set(ids)  # nothing committed was lost
+    assert all(0 < n < len(committed) for n in at_kill)  # the kills came mid-stream
+    db.close()
