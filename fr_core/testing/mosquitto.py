@@ -60,7 +60,9 @@ class Mosquitto:
         os.chmod(pw, 0o600)
         passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
         for user, password in self.users.items():
-            subprocess.run([passwd, "-b", str(pw), user, password], check=True, capture_output=True)
+            subprocess.run(  # noqa: S603 - fixed argv, no shell
+                [passwd, "-b", str(pw), user, password], check=True, capture_output=True
+            )
         acl = self.folder / "acl"
         acl.write_text(
             f"user {BRIDGE_USER}\ntopic readwrite fr/v1/#\n\npattern readwrite fr/v1/devices/%u/#\n"
@@ -101,7 +103,7 @@ class Mosquitto:
         return f"mqtts://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> Mosquitto:
-        self.proc = subprocess.Popen(
+        self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             [self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + timeout
