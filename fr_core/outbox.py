@@ -45,6 +45,7 @@ class OutboxWorker:
         backoff_max: float = 300.0,
         jitter: float = 0.2,
         idle_poll: float = 5.0,
+        pipeline_depth: int = 3,
     ) -> None:
         if batch_size < 1 or backoff_min <= 0 or backoff_max < backoff_min:
             raise ValueError("batch_size >= 1 and 0 < backoff_min <= backoff_max are required")
@@ -52,6 +53,7 @@ class OutboxWorker:
         self.batch_size, self.lease_seconds = batch_size, lease_seconds
         self.backoff_min, self.backoff_max, self.jitter = backoff_min, backoff_max, jitter
         self.idle_poll = idle_poll
+        self.pipeline_depth = max(1, pipeline_depth)
         self.sent = self.failed_sends = self.rejected = 0
         self.last_error: str | None = None
         self.backoff = 0.0
@@ -128,10 +130,54 @@ class OutboxWorker:
         self.last_error = None
         return len(acked)
 
+    def drain(self) -> int:
+        """Send until the outbox has nothing due; pipelined when the transport can publish
+        without waiting (``send_events_async``): up to ``pipeline_depth`` batches are on the
+        wire while the oldest waits for its acknowledgements. Returns events sent."""
+        if not hasattr(self.transport, "send_events_async"):
+            total = 0
+            while (n := self.drain_once()) > 0:
+                total += n
+            return total
+        total = 0
+        inflight: list[tuple[list[str], Any]] = []
+        try:
+            while True:
+                if len(inflight) < self.pipeline_depth and not self._stop.is_set():
+                    items = self.db.outbox_claim(self.batch_size, self.lease_seconds)
+                    if items:
+                        pending = self.transport.send_events_async([it.payload for it in items])
+                        inflight.append(([it.event_id for it in items], pending))
+                        continue
+                if not inflight:
+                    return total
+                ids, pending = inflight[0]
+                result = pending.result()  # raises: this batch is still in `inflight`
+                inflight.pop(0)
+                total += self._settle(ids, result)  # raises after settling its own batch
+        except Exception as exc:
+            self.failed_sends += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            left = [i for ids, _ in inflight for i in ids]
+            if left:
+                self.db.outbox_fail(left, self.last_error[:500], retry_in=0.0)
+            raise
+
+    def _settle(self, ids: list[str], result: Any) -> int:
+        acked = [i for i in ids if i in set(result.acknowledged)]
+        if acked:
+            self.db.outbox_ack(acked)
+            self.sent += len(acked)
+        missing = [i for i in ids if i not in set(acked)]
+        if missing:
+            self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
+            raise TransportUnavailable(f"broker acknowledged {len(acked)} of {len(ids)} events")
+        return len(acked)
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
-                sent = self.drain_once()
+                sent = self.drain()
             except TransportError as exc:
                 self._back_off(exc)
                 continue

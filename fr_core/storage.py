@@ -87,11 +87,18 @@ class ApplyResult:
     skipped_page: bool = False  # the whole page was stale or a duplicate
 
 
+class EventPayload(dict[str, Any]):
+    """An event as a dict, carrying its exact wire JSON in ``json_text`` when the storage has
+    it, so transports need not serialise (and re-escape) a 30 KB image again."""
+
+    json_text: str | None = None
+
+
 @dataclass(frozen=True)
 class OutboxItem:
     id: int
     event_id: str
-    payload: dict[str, Any]  # the event, image included (base64) if it had one
+    payload: EventPayload  # the event, image included (base64) if it had one
     attempts: int
     created_at: float
 

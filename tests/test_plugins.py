@@ -63,7 +63,7 @@ def test_fixture_teardown_left_nothing(fr_plugin_manager):
 def test_disabled_plugins_are_not_loaded(monkeypatch):
     monkeypatch.setenv("FR_DISABLED_PLUGINS", "example_transport, fr_hal_sim")
     registry = build_registry()
-    assert registry.names(ComponentKind.TRANSPORT) == ["https"]  # jsonl is gone
+    assert registry.names(ComponentKind.TRANSPORT) == ["https", "mqtt"]  # jsonl is gone
     with pytest.raises(UnknownComponentError) as exc:
         registry.get(ComponentKind.CAMERA, "sim")
     assert "Disabled by FR_DISABLED_PLUGINS: example_transport, fr_hal_sim" in str(exc.value)

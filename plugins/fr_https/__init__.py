@@ -178,8 +178,12 @@ class HttpsTransport:
         rejected: dict[str, str] = {}
         items = list(events)
         for i in range(0, len(items), self.config.batch_size):
-            chunk = [dict(e) for e in items[i : i + self.config.batch_size]]
-            body = json.dumps({"events": chunk}, separators=(",", ":"))
+            chunk = items[i : i + self.config.batch_size]
+            texts = [
+                getattr(e, "json_text", None) or json.dumps(dict(e), separators=(",", ":"))
+                for e in chunk
+            ]
+            body = '{"events":[' + ",".join(texts) + "]}"
             resp = self._request(
                 "POST", "/events", data=body, headers={"Content-Type": "application/json"}
             )

@@ -291,28 +291,19 @@ class MqttTransport:
         return self._client
 
     def send_events(self, events: Sequence[Mapping[str, Any]]) -> SendResult:
+        return self.send_events_async(events).result()
+
+    def send_events_async(self, events: Sequence[Mapping[str, Any]]) -> _Pending:
+        """Publish now; ``result()`` waits for the PUBACKs. Lets the outbox worker prepare
+        the next batch while this one is on the wire."""
         client = self._need()
         infos = []
         for e in events:
-            payload = json.dumps(dict(e), separators=(",", ":"))
+            payload = getattr(e, "json_text", None) or json.dumps(dict(e), separators=(",", ":"))
             infos.append(
                 (str(e["event_id"]), client.publish(self.topics["events"], payload, qos=1))
             )
-        deadline = time.monotonic() + self.config.publish_timeout
-        acked = []
-        for eid, info in infos:
-            try:
-                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            except (RuntimeError, ValueError):
-                break
-            if not info.is_published():
-                break
-            acked.append(eid)  # PUBACK received: the broker has it
-        if not acked and infos:
-            raise TransportUnavailable(
-                f"no PUBACK from {self.host} within {self.config.publish_timeout}s"
-            )
-        return SendResult(acknowledged=acked)
+        return _Pending(infos, self.config.publish_timeout, self.host)
 
     def send_heartbeat(self, payload: Mapping[str, Any]) -> None:
         client = self._need()
@@ -366,6 +357,27 @@ class MqttTransport:
 
 class _Unsupported(Exception):
     pass
+
+
+class _Pending:
+    def __init__(self, infos: list[tuple[str, Any]], timeout: float, host: str) -> None:
+        self.infos, self.timeout, self.host = infos, timeout, host
+
+    def result(self) -> SendResult:
+        """Events whose PUBACK arrived, in order, stopping at the first that did not."""
+        deadline = time.monotonic() + self.timeout
+        acked = []
+        for eid, info in self.infos:
+            try:
+                info.wait_for_publish(max(0.0, deadline - time.monotonic()))
+            except (RuntimeError, ValueError):
+                break
+            if not info.is_published():
+                break
+            acked.append(eid)  # PUBACK received: the broker has it
+        if not acked and self.infos:
+            raise TransportUnavailable(f"no PUBACK from {self.host} within {self.timeout}s")
+        return SendResult(acknowledged=acked)
 
 
 @hookimpl

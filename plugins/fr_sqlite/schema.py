@@ -15,6 +15,7 @@ from sqlalchemy import (
     Column,
     Connection,
     Float,
+    ForeignKey,
     Index,
     Integer,
     LargeBinary,
@@ -85,7 +86,6 @@ outbox = Table(
     Column("event_id", Text, nullable=False, unique=True),
     Column("event_type", Text, nullable=False),
     Column("payload", Text, nullable=False),  # the event as JSON, without its image
-    Column("image", LargeBinary),  # the JPEG bytes
     Column("size", Integer, nullable=False),
     Column("created_at", Float, nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
@@ -95,6 +95,15 @@ outbox = Table(
     sqlite_autoincrement=True,
 )
 Index("ix_outbox_created_at", outbox.c.created_at)
+
+# Images apart from their events: a claim or a retry rewrites only the small outbox row, not
+# 20 KB of JPEG (SQLite rewrites a whole record on update).
+outbox_images = Table(
+    "outbox_images",
+    metadata,
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("image", LargeBinary, nullable=False),  # the JPEG bytes
+)
 
 counters = Table(
     "counters",
@@ -122,7 +131,7 @@ def _create_v1(conn: Connection) -> None:
 
 
 def _v1_to_v2(conn: Connection) -> None:
-    for t in (schema_version, enrolled_users_staging, sync_state, outbox, counters):
+    for t in (schema_version, enrolled_users_staging, sync_state, outbox, outbox_images, counters):
         t.create(conn, checkfirst=True)
     # the original module's file has no index on model
     conn.execute(

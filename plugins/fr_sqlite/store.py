@@ -38,6 +38,7 @@ from fr_core.storage import (
     Change,
     DevModeError,
     Enrollment,
+    EventPayload,
     OutboxFullError,
     OutboxItem,
     OutboxPolicy,
@@ -115,8 +116,16 @@ class SqliteStorage:
 
     @property
     def writer(self) -> Engine:
-        """The engine whose transactions start with BEGIN IMMEDIATE."""
+        """The engine whose transactions start with BEGIN IMMEDIATE (synchronous=FULL)."""
         return self.engine.execution_options(fr_write=True)
+
+    @property
+    def relaxed_writer(self) -> Engine:
+        """Writes whose loss on power failure is harmless: outbox claims (a lost lease just
+        frees the events sooner), acknowledgements (a lost one means the event is sent
+        again, and the broker deduplicates by event_id) and retry bookkeeping. They skip
+        the fsync; the next FULL commit or checkpoint makes them durable anyway."""
+        return self.engine.execution_options(fr_write=True, fr_relaxed=True)
 
     def checkpoint(self) -> None:
         """Fold the WAL into the database file and truncate it (SQLite only)."""
@@ -156,8 +165,15 @@ class SqliteStorage:
             def _on_begin(conn: Connection) -> None:
                 # Writers take the write lock up front (no deadlock upgrading a read lock
                 # later); readers take none and, in WAL mode, never wait for a writer.
-                write = conn.get_execution_options().get("fr_write")
-                conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+                opts = conn.get_execution_options()
+                if opts.get("fr_write"):
+                    # FULL: a committed event or enrolment survives power loss. NORMAL (WAL
+                    # synced at checkpoints) only for writes whose loss is harmless.
+                    sync = "NORMAL" if opts.get("fr_relaxed") else "FULL"
+                    conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    conn.exec_driver_sql("BEGIN")
 
         return engine
 
@@ -623,18 +639,21 @@ class SqliteStorage:
                             "outbox full: dropped the oldest event %s (policy drop_oldest)",
                             oldest.event_id,
                         )
-                    conn.execute(
+                    new_id = conn.execute(
                         insert(s.outbox).values(
                             event_id=event_id,
                             event_type=event_type,
                             payload=payload,
-                            image=blob,
                             size=nbytes,
                             created_at=now,
                             attempts=0,
                             next_attempt_at=now,
                         )
-                    )
+                    ).inserted_primary_key
+                    if blob is not None and new_id is not None:
+                        conn.execute(
+                            insert(s.outbox_images).values(outbox_id=new_id[0], image=blob)
+                        )
                     depth, size = depth + 1, size + nbytes
                     self._counter(conn, "outbox_depth", 1)
                     self._counter(conn, "outbox_bytes", nbytes)
@@ -668,10 +687,18 @@ class SqliteStorage:
         """The oldest due events, leased for ``lease_seconds`` so no other worker takes them."""
         now = time.time()
         o = s.outbox
-        with self.writer.begin() as conn:
+        with self.relaxed_writer.begin() as conn:
             self._expire(conn, now)
             rows = conn.execute(
-                select(o.c.id, o.c.event_id, o.c.payload, o.c.image, o.c.attempts, o.c.created_at)
+                select(
+                    o.c.id,
+                    o.c.event_id,
+                    o.c.payload,
+                    s.outbox_images.c.image,
+                    o.c.attempts,
+                    o.c.created_at,
+                )
+                .select_from(o.outerjoin(s.outbox_images, s.outbox_images.c.outbox_id == o.c.id))
                 .where(o.c.next_attempt_at <= now)
                 .where((o.c.claimed_until.is_(None)) | (o.c.claimed_until < now))
                 .order_by(o.c.id)
@@ -685,9 +712,14 @@ class SqliteStorage:
                 )
         items = []
         for r in rows:
-            payload = json.loads(r.payload)
+            payload = EventPayload(json.loads(r.payload))
+            text = r.payload
             if r.image is not None:
-                payload["image"] = base64.b64encode(r.image).decode("ascii")
+                b64 = base64.b64encode(r.image).decode("ascii")
+                payload["image"] = b64
+                # the stored JSON is an object without "image": splice it in, no re-encoding
+                text = f'{text[:-1]},"image":"{b64}"}}' if len(text) > 2 else f'{{"image":"{b64}"}}'
+            payload.json_text = text
             items.append(OutboxItem(r.id, r.event_id, payload, r.attempts, r.created_at))
         return items
 
@@ -696,7 +728,7 @@ class SqliteStorage:
         if not event_ids:
             return 0
         o = s.outbox
-        with self.writer.begin() as conn:
+        with self.relaxed_writer.begin() as conn:
             rows = conn.execute(select(o.c.size).where(o.c.event_id.in_(list(event_ids)))).all()
             conn.execute(delete(o).where(o.c.event_id.in_(list(event_ids))))
             self._counter(conn, "outbox_depth", -len(rows))
@@ -709,7 +741,7 @@ class SqliteStorage:
         if not event_ids:
             return
         o = s.outbox
-        with self.writer.begin() as conn:
+        with self.relaxed_writer.begin() as conn:
             done = conn.execute(
                 update(o)
                 .where(o.c.event_id.in_(list(event_ids)))
