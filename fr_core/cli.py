@@ -437,6 +437,50 @@ def broker_serve(
     click.echo("reference broker stopped")
 
 
+@broker.command("bridge")
+@data_option
+@click.option("--mqtt-url", required=True, help="The running mosquitto: mqtts://host:port.")
+@click.option(
+    "--ca",
+    "ca_file",
+    required=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CA that signed mosquitto's certificate.",
+)
+@click.option("--username", default="fr-bridge", show_default=True, help="Bridge MQTT user.")
+def broker_bridge(data_dir: Path, mqtt_url: str, ca_file: Path, username: str) -> None:
+    """Serve the MQTT side (docs/mqtt.md) through a running mosquitto until SIGTERM.
+
+    Events and heartbeats land in the same ledger as the HTTPS side; sync requests are
+    answered from the same enrolments. The password comes from $FR_BRIDGE_PASSWORD.
+    """
+    import os
+    import signal
+    import threading
+    from urllib.parse import urlsplit
+
+    from fr_core.testing.mqtt_bridge import MqttBridge
+
+    password = os.environ.get("FR_BRIDGE_PASSWORD")
+    if not password:
+        raise ConfigError("set FR_BRIDGE_PASSWORD to the bridge user's MQTT password")
+    parts = urlsplit(mqtt_url)
+    if parts.scheme != "mqtts" or not parts.hostname:
+        raise ConfigError(f"--mqtt-url must be mqtts://host:port, got {mqtt_url!r}")
+    register_secret(password)
+    bridge = MqttBridge(
+        _store(data_dir), parts.hostname, parts.port or 8883, password, ca_file, username=username
+    ).start()
+    done = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
+    click.echo(f"bridge connected to {parts.hostname}:{parts.port or 8883}")
+    sys.stdout.flush()
+    done.wait()
+    bridge.stop()
+    click.echo("bridge stopped")
+
+
 def _store(data_dir: Path) -> Any:
     from fr_core.testing.broker import BrokerStore
 

@@ -111,3 +111,64 @@ def test_serve_needs_a_key(tmp_path, monkeypatch):
     monkeypatch.delenv("FR_BROKER_API_KEY", raising=False)
     out = cli("broker", "serve", "--data", str(tmp_path / "b"))
     assert out.exit_code == 2 and "FR_BROKER_API_KEY" in out.output
+
+
+def test_bridge_command_serves_mqtt_through_a_running_mosquitto(tmp_path):
+    from fr_core import FacialIdEvent
+    from fr_core.interfaces import ComponentKind
+    from fr_core.plugins import build_registry
+    from fr_core.testing import require
+    from fr_core.testing.conformance import wait_for
+    from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
+
+    require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
+    data = tmp_path / "b"
+    with Mosquitto(tmp_path / "m", {"cam-001": "dev-pass-1234", BRIDGE_USER: "bridge-pw-99"}) as m:
+        env = {**os.environ, "FR_BRIDGE_PASSWORD": "bridge-pw-99", "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [
+                FR_EDGE,
+                "broker",
+                "bridge",
+                "--data",
+                str(data),
+                "--mqtt-url",
+                m.url,
+                "--ca",
+                str(m.ca.cert_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
+        try:
+            assert proc.stdout.readline().startswith("bridge connected")
+            t = build_registry().create(
+                ComponentKind.TRANSPORT,
+                "mqtt",
+                {
+                    "broker_url": m.url,
+                    "device_id": "cam-001",
+                    "api_key": "dev-pass-1234",
+                    "ca_bundle": str(m.ca.cert_path),
+                },
+            )
+            t.start()
+            ev = FacialIdEvent.create(
+                device_id="cam-001", user_id="EMP-5", distance=0.2, frames_tracked=5
+            ).to_dict()
+            assert t.send_events([ev]).acknowledged == [ev["event_id"]]
+            t.stop()
+
+            def listed():
+                out = cli("broker", "events", "--data", str(data), "--json").output
+                return [e["event_id"] for e in json.loads(out)]
+
+            assert wait_for(lambda: listed() == [ev["event_id"]])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+        assert "bridge stopped" in out

@@ -25,7 +25,15 @@ PREFIX = "fr/v1/devices"
 
 
 class MqttBridge:
-    def __init__(self, store: BrokerStore, host: str, port: int, password: str, ca: Path) -> None:
+    def __init__(
+        self,
+        store: BrokerStore,
+        host: str,
+        port: int,
+        password: str,
+        ca: Path,
+        username: str = BRIDGE_USER,
+    ) -> None:
         import paho.mqtt.client as mqtt
 
         self.store = store
@@ -33,7 +41,7 @@ class MqttBridge:
             mqtt.CallbackAPIVersion.VERSION2, client_id="fr-bridge", protocol=mqtt.MQTTv5
         )
         self.client.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
-        self.client.username_pw_set(BRIDGE_USER, password)
+        self.client.username_pw_set(username, password)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
