@@ -164,6 +164,7 @@ def test_client_certificate_authentication(tmp_path):
                 "ca_bundle": str(ca.cert_path),
                 "client_cert": str(cert.cert),
                 "client_key": str(cert.key),
+                "require_ack": False,  # mosquitto alone here (no bridge): PUBACK is the ack
             },
         )
         t.start()

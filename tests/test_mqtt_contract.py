@@ -33,7 +33,7 @@ def topic_table():
     rows = re.findall(
         r"^\| `(fr/v1/[^`]+)` \| ([^|]+) \| (\d) \| (yes|no) \| (\w+) \|$", text, flags=re.M
     )
-    assert len(rows) == 6
+    assert len(rows) == 7
     table = []
     for topic, direction, qos, retained, payload in rows:
         pattern = "^" + re.escape(topic).replace(r"\{device_id\}", "[^/]+") + "$"
@@ -99,7 +99,15 @@ def test_traffic_matches_the_topic_table(tmp_path):
             assert not retained, topic
         validate(name, json.loads(payload))
         kinds.add(name)
-    assert kinds == {"event", "heartbeat", "status", "sync_request", "sync_response", "changes"}
+    assert kinds == {
+        "event",
+        "events_ack",
+        "heartbeat",
+        "status",
+        "sync_request",
+        "sync_response",
+        "changes",
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PAYLOADS))

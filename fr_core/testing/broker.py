@@ -115,7 +115,7 @@ class BrokerStore:
         def _pragmas(dbapi_conn: Any, _rec: Any) -> None:
             dbapi_conn.isolation_level = None
             dbapi_conn.execute("PRAGMA journal_mode=WAL")
-            dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+            dbapi_conn.execute("PRAGMA synchronous=FULL")  # acknowledged = on disk
 
         @event.listens_for(self.engine, "begin")
         def _begin(conn: Any) -> None:

@@ -92,6 +92,8 @@ class MqttBridge:
             result = self.store.record_events(device, batch)
             if result["rejected"]:
                 log.error("bridge: rejected events from %s: %s", device, result["rejected"])
+            # stored (or refused) for good: tell the device it may delete them
+            client.publish(f"{PREFIX}/{device}/events/ack", json.dumps(result), qos=1)
         elif kind == "heartbeat" and isinstance(body, dict):
             self.store.record_heartbeat(device, body)
         elif kind == "sync/request" and isinstance(body, dict):

@@ -14,11 +14,10 @@ import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field
 
 from fr_core import hookimpl
 from fr_core.errors import (
@@ -30,26 +29,17 @@ from fr_core.errors import (
 )
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
+from fr_core.transports import BrokerConnectionConfig
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
 MAX_BATCH = 500
 
 
-class HttpsTransportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class HttpsTransportConfig(BrokerConnectionConfig):
+    """Connection fields from BrokerConnectionConfig (ca_bundle defaults to
+    $REQUESTS_CA_BUNDLE, else the bundled public CAs), plus these."""
 
-    broker_url: str | None = Field(None, description="default: the top-level broker_url")
-    device_id: str | None = Field(None, description="default: the top-level device_id")
-    api_key: SecretStr | None = Field(None, description="default: the top-level api_key")
-    allow_insecure: bool | None = Field(None, description="default: the top-level option")
-    ca_bundle: Path | None = Field(
-        None,
-        description="PEM file of the CAs to trust; default: REQUESTS_CA_BUNDLE or the "
-        "bundled public CAs",
-    )
-    client_cert: Path | None = Field(None, description="client certificate (PEM) for mTLS")
-    client_key: Path | None = Field(None, description="its private key (PEM)")
     connect_timeout: float = Field(5.0, gt=0, le=120, description="seconds to connect")
     read_timeout: float = Field(30.0, gt=0, le=600, description="seconds to wait for an answer")
     max_retries: int = Field(3, ge=0, le=20, description="retries of one call")
@@ -79,11 +69,6 @@ class HttpsTransport:
             raise ConfigError(
                 f"the https transport needs an https:// broker URL, got {parts.scheme}://"
             )
-        if (config.client_cert is None) != (config.client_key is None):
-            raise ConfigError("client_cert and client_key must be given together")
-        for p in (config.ca_bundle, config.client_cert, config.client_key):
-            if p is not None and not p.is_file():
-                raise ConfigError(f"https transport: {p} does not exist")
         self.config = config
         self.device_id = device_id
         self.base = broker_url.rstrip("/") + f"/v1/devices/{quote(device_id, safe='')}"
@@ -262,22 +247,8 @@ def _json(resp: Any, host: str) -> Any:
 @hookimpl
 def fr_register_transports(register: Any) -> None:
     def factory(cfg: HttpsTransportConfig, ctx: Any) -> HttpsTransport:
-        app = getattr(ctx, "app_config", None)
-        broker_url = cfg.broker_url or (app.broker_url if app else None)
-        device_id = cfg.device_id or (app.device_id if app else None)
-        if not broker_url or not device_id:
-            raise ConfigError("the https transport needs broker_url and device_id")
-        key = (
-            cfg.api_key.get_secret_value()
-            if cfg.api_key
-            else (app.api_key_value() if app else None)
-        )
-        insecure = (
-            cfg.allow_insecure
-            if cfg.allow_insecure is not None
-            else bool(app and app.allow_insecure)
-        )
-        return HttpsTransport(cfg, device_id, broker_url, key, insecure)
+        t = cfg.target(ctx, "https")
+        return HttpsTransport(cfg, t.device_id, t.broker_url, t.api_key, t.allow_insecure)
 
     register(
         "https",

@@ -17,11 +17,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import Field
 
 from fr_core import hookimpl
 from fr_core.errors import (
@@ -34,6 +33,7 @@ from fr_core.errors import (
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
+from fr_core.transports import BrokerConnectionConfig
 
 log = logging.getLogger(__name__)
 PREFIX = "fr/v1/devices"
@@ -43,6 +43,7 @@ def topics(device_id: str) -> dict[str, str]:
     base = f"{PREFIX}/{device_id}"
     return {
         "events": f"{base}/events",
+        "events_ack": f"{base}/events/ack",
         "heartbeat": f"{base}/heartbeat",
         "status": f"{base}/status",
         "sync_request": f"{base}/sync/request",
@@ -51,23 +52,24 @@ def topics(device_id: str) -> dict[str, str]:
     }
 
 
-class MqttTransportConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class MqttTransportConfig(BrokerConnectionConfig):
+    """Connection fields from BrokerConnectionConfig (broker_url is mqtts://host:port, the
+    api_key is the MQTT password), plus these."""
 
-    broker_url: str | None = Field(None, description="mqtts://host:port; default: top level")
-    device_id: str | None = Field(None, description="default: the top-level device_id")
     username: str | None = Field(None, description="default: the device_id")
-    api_key: SecretStr | None = Field(None, description="the password; default: api_key")
-    allow_insecure: bool | None = Field(None, description="allow mqtt:// (no TLS)")
-    ca_bundle: Path | None = Field(None, description="PEM file of the CAs to trust")
-    client_cert: Path | None = Field(None, description="client certificate (PEM)")
-    client_key: Path | None = Field(None, description="its private key (PEM)")
     protocol: Literal["auto", "5", "3.1.1"] = Field("auto", description="MQTT version")
     keepalive: int = Field(30, ge=5, le=3600, description="seconds")
     session_expiry: int = Field(86400, ge=0, description="seconds the broker keeps the session")
     connect_timeout: float = Field(10.0, gt=0, le=120)
     publish_timeout: float = Field(30.0, gt=0, le=600, description="wait for PUBACKs")
     sync_timeout: float = Field(30.0, gt=0, le=600, description="wait for a sync answer")
+    require_ack: bool = Field(
+        True,
+        description="delete an event only when the broker's application confirms it "
+        "stored it (the events/ack topic), not merely on the MQTT broker's PUBACK: a broker "
+        "that crashes after its PUBACK then loses nothing. False: PUBACK alone",
+    )
+    ack_timeout: float = Field(30.0, gt=0, le=600, description="wait for events/ack")
 
 
 class MqttTransport:
@@ -89,11 +91,6 @@ class MqttTransport:
                 "the mqtt transport refuses mqtt:// (no TLS); use mqtts://, or "
                 "set allow_insecure: true (tests on loopback only)"
             )
-        if (config.client_cert is None) != (config.client_key is None):
-            raise ConfigError("client_cert and client_key must be given together")
-        for p in (config.ca_bundle, config.client_cert, config.client_key):
-            if p is not None and not p.is_file():
-                raise ConfigError(f"mqtt transport: {p} does not exist")
         self.config = config
         self.device_id = device_id
         self.host = parts.hostname
@@ -108,6 +105,8 @@ class MqttTransport:
         self._connack: Any = None
         self._pending: dict[str, tuple[threading.Event, list[Any]]] = {}
         self._lock = threading.Lock()
+        self._acks: dict[str, str | None] = {}  # event_id -> None (stored) or rejection reason
+        self._ack_cond = threading.Condition()
         self.protocol_used: str | None = None
 
     # --- connection ---
@@ -227,7 +226,13 @@ class MqttTransport:
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self._connack = rc
         if not rc.is_failure:
-            client.subscribe([(self.topics["sync_response"], 1), (self.topics["changes"], 1)])
+            client.subscribe(
+                [
+                    (self.topics["sync_response"], 1),
+                    (self.topics["changes"], 1),
+                    (self.topics["events_ack"], 1),
+                ]
+            )
             self._connected.set()
         else:
             self._connected.set()
@@ -238,6 +243,19 @@ class MqttTransport:
             log.warning("MQTT connection to %s lost (%s); reconnecting", self.host, rc)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        if msg.topic == self.topics["events_ack"]:
+            try:
+                ack = json.loads(msg.payload.decode("utf-8"))
+                stored = [str(x) for x in ack.get("accepted", []) + ack.get("duplicates", [])]
+                rejected = {str(k): str(v) for k, v in (ack.get("rejected") or {}).items()}
+            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
+                log.error("malformed events acknowledgement ignored")
+                return
+            with self._ack_cond:
+                self._acks.update(dict.fromkeys(stored))
+                self._acks.update(rejected)
+                self._ack_cond.notify_all()
+            return
         if msg.topic == self.topics["changes"]:
             if self.on_changes is not None:
                 try:
@@ -303,7 +321,22 @@ class MqttTransport:
             infos.append(
                 (str(e["event_id"]), client.publish(self.topics["events"], payload, qos=1))
             )
-        return _Pending(infos, self.config.publish_timeout, self.host)
+        return _Pending(
+            infos, self.config.publish_timeout, self.host, self if self.config.require_ack else None
+        )
+
+    def _wait_acks(self, ids: list[str], deadline: float) -> tuple[list[str], dict[str, str]]:
+        """The application acknowledgements of ``ids`` that arrive before ``deadline``."""
+        with self._ack_cond:
+            while not all(i in self._acks for i in ids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._ack_cond.wait(left)
+            got = {i: self._acks.pop(i) for i in ids if i in self._acks}
+        stored = [i for i in ids if i in got and got[i] is None]
+        rejected = {i: r for i, r in got.items() if r is not None}
+        return stored, rejected
 
     def send_heartbeat(self, payload: Mapping[str, Any]) -> None:
         client = self._need()
@@ -360,11 +393,18 @@ class _Unsupported(Exception):
 
 
 class _Pending:
-    def __init__(self, infos: list[tuple[str, Any]], timeout: float, host: str) -> None:
-        self.infos, self.timeout, self.host = infos, timeout, host
+    def __init__(
+        self,
+        infos: list[tuple[str, Any]],
+        timeout: float,
+        host: str,
+        acks: MqttTransport | None = None,
+    ) -> None:
+        self.infos, self.timeout, self.host, self.acks = infos, timeout, host, acks
 
     def result(self) -> SendResult:
-        """Events whose PUBACK arrived, in order, stopping at the first that did not."""
+        """Events whose PUBACK arrived, in order, stopping at the first that did not; with
+        ``require_ack``, only those the broker's application also confirmed."""
         deadline = time.monotonic() + self.timeout
         acked = []
         for eid, info in self.infos:
@@ -377,28 +417,24 @@ class _Pending:
             acked.append(eid)  # PUBACK received: the broker has it
         if not acked and self.infos:
             raise TransportUnavailable(f"no PUBACK from {self.host} within {self.timeout}s")
-        return SendResult(acknowledged=acked)
+        if self.acks is None:
+            return SendResult(acknowledged=acked)
+        stored, rejected = self.acks._wait_acks(
+            acked, time.monotonic() + self.acks.config.ack_timeout
+        )
+        if not stored and not rejected and acked:
+            raise TransportUnavailable(
+                f"{self.host} took the events (PUBACK) but its application confirmed none "
+                f"within {self.acks.config.ack_timeout}s"
+            )
+        return SendResult(acknowledged=stored, rejected=rejected)
 
 
 @hookimpl
 def fr_register_transports(register: Any) -> None:
     def factory(cfg: MqttTransportConfig, ctx: Any) -> MqttTransport:
-        app = getattr(ctx, "app_config", None)
-        broker_url = cfg.broker_url or (app.broker_url if app else None)
-        device_id = cfg.device_id or (app.device_id if app else None)
-        if not broker_url or not device_id:
-            raise ConfigError("the mqtt transport needs broker_url and device_id")
-        key = (
-            cfg.api_key.get_secret_value()
-            if cfg.api_key
-            else (app.api_key_value() if app else None)
-        )
-        insecure = (
-            cfg.allow_insecure
-            if cfg.allow_insecure is not None
-            else bool(app and app.allow_insecure)
-        )
-        return MqttTransport(cfg, device_id, broker_url, key, insecure)
+        t = cfg.target(ctx, "mqtt")
+        return MqttTransport(cfg, t.device_id, t.broker_url, t.api_key, t.allow_insecure)
 
     register(
         "mqtt",
