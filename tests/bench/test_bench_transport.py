@@ -182,6 +182,7 @@ def test_bench_mqtt_outbox_drain(benchmark, tmp_path):
                 "device_id": "cam-001",
                 "api_key": KEY,
                 "ca_bundle": str(m.ca.cert_path),
+                "require_ack": False,  # no bridge here: the PUBACK is the acknowledgement
             },
         )
         transport.start()
