@@ -104,6 +104,7 @@ class SqliteStorage:
         self._target = path
         self._lock = threading.Lock()
         self._dims: dict[str, int] = {}
+        self._last_expiry = 0.0
 
     # --- connection -------------------------------------------------------------------------
 
@@ -666,6 +667,10 @@ class SqliteStorage:
             raise StorageError(f"outbox append failed: {_short(exc)}") from exc
 
     def _expire(self, conn: Connection, now: float) -> None:
+        # a scan per claim is wasted work: ages move slowly next to the bound (days)
+        if now - self._last_expiry < min(5.0, self.policy.max_age_seconds / 10):
+            return
+        self._last_expiry = now
         horizon = now - self.policy.max_age_seconds
         old = conn.execute(
             select(s.outbox.c.event_id, s.outbox.c.size).where(s.outbox.c.created_at < horizon)
@@ -729,8 +734,12 @@ class SqliteStorage:
             return 0
         o = s.outbox
         with self.relaxed_writer.begin() as conn:
-            rows = conn.execute(select(o.c.size).where(o.c.event_id.in_(list(event_ids)))).all()
-            conn.execute(delete(o).where(o.c.event_id.in_(list(event_ids))))
+            gone = delete(o).where(o.c.event_id.in_(list(event_ids)))
+            if conn.dialect.delete_returning:  # one statement instead of two
+                rows = conn.execute(gone.returning(o.c.size)).all()
+            else:
+                rows = conn.execute(select(o.c.size).where(o.c.event_id.in_(list(event_ids)))).all()
+                conn.execute(gone)
             self._counter(conn, "outbox_depth", -len(rows))
             self._counter(conn, "outbox_bytes", -sum(r.size for r in rows))
             self._counter(conn, "sent_total", len(rows))
