@@ -151,8 +151,8 @@ def test_unavailable_component_says_why():
             register("trt", lambda cfg, ctx: None, unavailable="tensorrt is not installed")
 
     registry = build_registry(extra_plugins=[("trt", Trt())])
-    assert registry.names(ComponentKind.DETECTOR) == ["trt"]
-    assert registry.names(ComponentKind.DETECTOR, available_only=True) == []
+    assert "trt" in registry.names(ComponentKind.DETECTOR)
+    assert "trt" not in registry.names(ComponentKind.DETECTOR, available_only=True)
     with pytest.raises(ComponentUnavailableError, match="tensorrt is not installed"):
         registry.create(ComponentKind.DETECTOR, "trt")
 
