@@ -7,12 +7,12 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from fr_cpu import version_problem
+from fr_cpu.models import KNOWN_MODELS, resolve_model
 
 from fr_core import FrEdgeError, PluginError
 from fr_core.interfaces import ComponentKind, Detector, Embedder
 from fr_core.plugins import build_registry
-from fr_cpu import version_problem
-from fr_cpu.models import KNOWN_MODELS, resolve_model
 
 REGISTRY = build_registry()
 
