@@ -79,7 +79,7 @@ def test_model_files_are_checked(tmp_path):
     data = bytearray(bad.read_bytes())
     data[len(data) // 2] ^= 0xFF
     bad.write_bytes(bytes(data))
-    with pytest.raises(PluginError, match="SHA-256 .* expected .* not loaded"):
+    with pytest.raises(PluginError, match=r"SHA-256 .* expected .* not loaded"):
         REGISTRY.create(ComponentKind.DETECTOR, "yunet", {"model_path": str(bad)})
     other = tmp_path / "mine.onnx"
     shutil.copy(good, other)
