@@ -1,0 +1,103 @@
+"""A small IoU tracker: stable track ids for faces across frames.
+
+Each frame's detections are matched to the live tracks greedily by box overlap (intersection
+over union, highest first, at least ``iou_threshold``). A detection left over starts a new
+track; a track not matched for more than ``max_missed`` frames ends, and its id is reported
+so that the EventValidator can forget it at once. Ids are never reused.
+
+A track remembers the identity it was last recognised as and when, so the pipeline can skip
+re-embedding a face it already knows (``needs_embedding``).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fr_core.interfaces import Detection
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0.0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0.0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union > 0 else 0.0
+
+
+@dataclass
+class Track:
+    id: str
+    detection: Detection
+    first_frame: int
+    last_frame: int
+    hits: int = 1
+    missed: int = 0
+    user_id: str | None = None  # last recognised identity
+    distance: float = 1.0
+    embedded_frame: int = -(10**9)  # frame of the last embedding
+    labels: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        return self.detection.bbox
+
+
+class IouTracker:
+    def __init__(
+        self, iou_threshold: float = 0.3, max_missed: int = 10, reembed_every: int = 15
+    ) -> None:
+        if not 0 < iou_threshold < 1 or max_missed < 0 or reembed_every < 1:
+            raise ValueError("need 0 < iou_threshold < 1, max_missed >= 0, reembed_every >= 1")
+        self.iou_threshold, self.max_missed, self.reembed_every = (
+            iou_threshold,
+            max_missed,
+            reembed_every,
+        )
+        self.tracks: dict[str, Track] = {}
+        self._ids = itertools.count(1)
+
+    def update(self, detections: Sequence[Detection], frame: int) -> tuple[list[Track], list[str]]:
+        """Match this frame's detections; returns (tracks seen in this frame, ended ids)."""
+        pairs = sorted(
+            (
+                (iou(t.bbox, d.bbox), tid, i)
+                for tid, t in self.tracks.items()
+                for i, d in enumerate(detections)
+            ),
+            reverse=True,
+        )
+        used_t: set[str] = set()
+        used_d: set[int] = set()
+        seen: list[Track] = []
+        for score, tid, i in pairs:
+            if score < self.iou_threshold:
+                break
+            if tid in used_t or i in used_d:
+                continue
+            used_t.add(tid)
+            used_d.add(i)
+            t = self.tracks[tid]
+            t.detection, t.last_frame, t.hits, t.missed = detections[i], frame, t.hits + 1, 0
+            seen.append(t)
+        for i, d in enumerate(detections):
+            if i not in used_d:
+                t = Track(f"t{next(self._ids)}", d, frame, frame)
+                self.tracks[t.id] = t
+                seen.append(t)
+        ended = []
+        for tid, t in list(self.tracks.items()):
+            if tid not in used_t and t.last_frame != frame:
+                t.missed += 1
+                if t.missed > self.max_missed:
+                    ended.append(tid)
+                    del self.tracks[tid]
+        return seen, ended
+
+    def needs_embedding(self, track: Track, frame: int) -> bool:
+        """A face not yet recognised is embedded every frame; a recognised one only every
+        ``reembed_every`` frames (its identity is carried in between)."""
+        return track.user_id is None or frame - track.embedded_frame >= self.reembed_every
