@@ -6,7 +6,7 @@ track; a track not matched for more than ``max_missed`` frames ends, and its id 
 so that the EventValidator can forget it at once. Ids are never reused.
 
 A track remembers the identity it was last recognised as and when, so the pipeline can skip
-re-embedding a face it already knows (``needs_embedding``).
+re-embedding a face whose identity is confirmed (``needs_embedding``).
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Track:
     missed: int = 0
     user_id: str | None = None  # last recognised identity
     distance: float = 1.0
+    confirmed: bool = False  # the EventValidator confirmed user_id on this track
     embedded_frame: int = -(10**9)  # frame of the last embedding
     labels: dict[str, float] = field(default_factory=dict)
 
@@ -98,6 +99,8 @@ class IouTracker:
         return seen, ended
 
     def needs_embedding(self, track: Track, frame: int) -> bool:
-        """A face not yet recognised is embedded every frame; a recognised one only every
-        ``reembed_every`` frames (its identity is carried in between)."""
-        return track.user_id is None or frame - track.embedded_frame >= self.reembed_every
+        """Embed every frame until the track's identity is *confirmed* (an event was
+        emitted for it); after that only every ``reembed_every`` frames, carrying the
+        identity in between. Carrying an unconfirmed match would let one lucky frame stand
+        in for many."""
+        return not track.confirmed or frame - track.embedded_frame >= self.reembed_every

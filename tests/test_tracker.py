@@ -65,6 +65,8 @@ def test_embedding_is_skipped_for_known_faces():
     t = tr.update([det(0, 0)], 0)[0][0]
     assert tr.needs_embedding(t, 0)
     t.user_id, t.embedded_frame = "EMP-1", 0
+    assert tr.needs_embedding(t, 1)  # recognised but not confirmed: embed again
+    t.confirmed = True
     assert not tr.needs_embedding(t, 9) and tr.needs_embedding(t, 10)
 
 
