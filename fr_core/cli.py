@@ -184,6 +184,45 @@ def config_schema() -> None:
     click.echo(json.dumps(AppConfig.model_json_schema(), indent=2))
 
 
+# --- run ------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device config file.",
+)
+@click.option(
+    "--max-frames",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Stop after this many frames (default: run until stopped).",
+)
+def run(config_file: Path, max_frames: int | None) -> None:
+    """Run the device: camera, recognition, events to the broker, sync, heartbeats.
+
+    Stops on SIGTERM or Ctrl-C within a bounded time (events already queued stay in the
+    outbox for the next start), or at the end of a file source.
+    """
+    from fr_core.runner import DeviceRunner
+
+    cfg = load_config(config_file)
+    setup_logging(cfg.logging.level, cfg.logging.format)
+    register_secret(cfg.api_key_value())
+    result = DeviceRunner(cfg, build_registry()).run(max_frames=max_frames)
+    engine = result["engine"]
+    rec = result["recognition"]
+    box = result["outbox"]
+    click.echo(
+        f"processed {engine['frames']} frames at {engine['fps']} fps; "
+        f"{rec.get('faces', 0)} faces, {rec.get('events', 0)} events; "
+        f"outbox: {box.get('queued', 0)} queued, {box.get('sent', 0)} sent"
+    )
+
+
 # --- status and sync ----------------------------------------------------------------------
 
 

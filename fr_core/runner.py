@@ -1,0 +1,163 @@
+"""``fr-edge run``: the device's main job, wired from one config file.
+
+camera -> RecognitionStage (detector, tracker, embedder, matcher, EventValidator) -> event
+with the face JPEG -> durable outbox -> OutboxWorker -> transport -> broker; a SyncManager
+keeps the enrolments and the matcher current (periodic, and at once on the broker's "changes
+available"); a heartbeat thread reports health. SIGTERM or SIGINT stops it all within a
+bounded time; events already queued stay in the outbox for the next start.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from typing import Any
+
+from fr_core.client import IoTClient, IoTClientConfig
+from fr_core.config import AppConfig
+from fr_core.engine import Engine
+from fr_core.errors import ConfigError
+from fr_core.events import format_timestamp, utc_now
+from fr_core.interfaces import ComponentKind
+from fr_core.plugins import Registry
+from fr_core.recognition import RecognitionStage
+from fr_core.storage import DatabaseManager
+from fr_core.sync import SyncManager
+from fr_core.validator import EventValidator
+
+log = logging.getLogger(__name__)
+
+
+class DeviceRunner:
+    def __init__(self, config: AppConfig, registry: Registry) -> None:
+        if config.detector is None or config.embedder is None:
+            raise ConfigError(
+                "fr-edge run needs a detector and an embedder block "
+                "(for example detector: yunet, embedder: sface)"
+            )
+        self.config, self.registry = config, registry
+        self.db = DatabaseManager.from_config(config, registry)
+        transport = config.transport
+        self.client = IoTClient(
+            IoTClientConfig(
+                device_id=config.device_id,
+                broker_url=config.broker_url,
+                api_key=config.api_key_value(),
+                allow_insecure=config.allow_insecure,
+                transport=transport.plugin if transport else None,
+                transport_options=transport.options if transport else {},
+                db_path=self.db.path,
+                dev_mode=config.dev_mode,
+            ),
+            db=self.db,
+            registry=registry,
+        )
+        self.engine = Engine(config, registry, event_sink=self._queue)
+        self.sync: SyncManager | None = None
+        self.stage: RecognitionStage | None = None
+        self._stop = threading.Event()
+        self._heartbeat: threading.Thread | None = None
+        self.started_at = time.monotonic()
+
+    def _queue(self, event: Any) -> None:
+        self.db.outbox_append(event.to_dict())
+        if self.client.worker is not None:
+            self.client.worker.wake()
+
+    def start(self) -> None:
+        self.db.initialize()
+        self.engine.start()
+        detector = self.engine.component(ComponentKind.DETECTOR)
+        embedder = self.engine.component(ComponentKind.EMBEDDER)
+        assert detector is not None and embedder is not None  # checked in __init__
+        matcher = self.engine.component(ComponentKind.MATCHER)
+        if matcher is None:
+            matcher = self.registry.create(ComponentKind.MATCHER, "numpy")
+        cfg = self.config
+        validator = EventValidator(
+            cfg.device_id,
+            cfg.confirmation_frames,
+            cfg.consistency_threshold,
+            cfg.cooldown_seconds,
+            match_threshold=cfg.match_threshold,
+        )
+        self.stage = RecognitionStage(detector, embedder, matcher, validator)
+        self.engine.handlers.append(self.stage)
+        self.sync = SyncManager(
+            self.db, self.client, matcher=matcher, models={embedder.model_name: embedder.dim}
+        )
+        self.client.on_changes = self.sync.notify_changes
+        self.sync.load_matcher()
+        self.client.start()
+        self.sync.start_periodic_sync(cfg.sync_interval_minutes)
+        self._heartbeat = threading.Thread(target=self._beat, name="fr-heartbeat", daemon=True)
+        self._heartbeat.start()
+
+    def heartbeat_payload(self) -> dict[str, Any]:
+        telemetry = self.engine.component(ComponentKind.TELEMETRY)
+        stats = self.engine.stats
+        return {
+            "device_id": self.config.device_id,
+            "timestamp": format_timestamp(utc_now()),
+            "uptime_seconds": round(time.monotonic() - self.started_at, 1),
+            "fps": round(stats.fps, 2),
+            "frames": stats.frames,
+            "dropped_frames": stats.camera_dropped,
+            "recognition": vars(self.stage.stats) if self.stage else {},
+            "telemetry": telemetry.sample() if telemetry is not None else {},
+            "outbox": self.client.stats(),
+            "sync": {
+                k: v
+                for k, v in (self.sync.get_sync_status() if self.sync else {}).items()
+                if k in ("version", "age_seconds", "last_error")
+            },
+        }
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.config.heartbeat_interval_seconds):
+            try:
+                if self.client.transport is not None:
+                    self.client.transport.send_heartbeat(self.heartbeat_payload())
+            except Exception as exc:  # a missed heartbeat is not worth more than a warning
+                log.warning("heartbeat failed: %s", exc)
+
+    def run(self, max_frames: int | None = None, drain_seconds: float = 10.0) -> dict[str, Any]:
+        previous = {
+            s: signal.signal(s, lambda *_: self.engine.request_stop())
+            for s in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            self.start()
+            stats = self.engine.run(max_frames=max_frames)
+            # end of stream (a file source): give the worker a moment to deliver
+            deadline = time.monotonic() + drain_seconds
+            while (
+                self.db.outbox_stats().depth
+                and time.monotonic() < deadline
+                and not self.engine.stopping
+            ):
+                time.sleep(0.1)
+            return {
+                "engine": stats.as_dict(),
+                "recognition": vars(self.stage.stats) if self.stage else {},
+                "outbox": self.client.stats(),
+            }
+        finally:
+            self.stop()
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.sync is not None:
+            self.sync.stop(timeout=5)
+        self.client.stop(timeout=5)
+        self.engine.stop()
+        self.db.close()
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    return json.dumps(result, default=str)

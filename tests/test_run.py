@@ -1,0 +1,69 @@
+"""`fr-edge run`: the main job end to end on the real video, to the reference broker over
+real HTTPS: Miranda's facial_id event arrives with a JPEG of his face under 50 KB; nobody
+else is reported; the heartbeat carries the figures."""
+
+from __future__ import annotations
+
+import cv2
+import yaml
+from click.testing import CliRunner
+
+from fr_core.cli import main
+from fr_core.interfaces import ComponentKind
+from fr_core.plugins import build_registry
+from fr_core.testing.broker import ReferenceBroker
+
+KEY = "run-key-1234567"
+
+
+def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch):
+    registry = build_registry()
+    det = registry.create(ComponentKind.DETECTOR, "yunet")
+    emb = registry.create(ComponentKind.EMBEDDER, "sface")
+    with ReferenceBroker(tmp_path / "broker", api_key=KEY) as ref:
+        for uid, photo in (
+            ("EMP-MIRANDA", "lin-manuel-miranda.png"),
+            ("EMP-LACAMOIRE", "alex-lacamoire.png"),
+        ):
+            img = cv2.imread(str(fr_data / "faces" / photo))
+            face = max(det.detect(img), key=lambda d: d.bbox[2] * d.bbox[3])
+            ref.store.enrol(uid, emb.embed(img, face), "SFace")
+        cfg = {
+            "device_id": "cam-001",
+            "broker_url": ref.url,
+            "api_key": "${FR_TEST_KEY}",
+            "db_path": str(tmp_path / "device" / "faces.db"),
+            "heartbeat_interval_seconds": 1,
+            "camera": {
+                "plugin": "sim",
+                "fps": 0,
+                "source": str(fr_data / "faces" / "short_hamilton_clip.mp4"),
+            },
+            "detector": "yunet",
+            "embedder": "sface",
+            "matcher": "numpy",
+            "transport": {"plugin": "https", "ca_bundle": str(ref.ca_path)},
+            "telemetry": "sim",
+        }
+        path = tmp_path / "device.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        monkeypatch.setenv("FR_TEST_KEY", KEY)
+        out = CliRunner().invoke(main, ["run", "--config", str(path)])
+        assert out.exit_code == 0, out.output
+        assert "processed 275 frames" in out.output
+        ledger = ref.store.ledger()
+        beats = ref.store.heartbeats()
+    assert [e["user_id"] for e in ledger] == ["EMP-MIRANDA"]
+    event = ledger[0]
+    assert 0 < event["image_bytes"] <= 50 * 1024
+    assert event["event_type"] == "facial_id" and event["confidence"] > 0.5
+    assert beats and beats[-1]["device_id"] == "cam-001" and "outbox" in beats[-1]
+    assert "cpu_temp_c" in beats[-1]["telemetry"]
+    assert KEY not in out.output
+
+
+def test_run_needs_recognition_components(tmp_path):
+    path = tmp_path / "d.yaml"
+    path.write_text("device_id: cam-001\nbroker_url: https://b.example\n")
+    out = CliRunner().invoke(main, ["run", "--config", str(path)])
+    assert out.exit_code == 2 and "needs a detector and an embedder" in out.output
