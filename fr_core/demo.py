@@ -1,89 +1,159 @@
-"""``fr-edge demo``: the engine on the simulated HAL with embedded defaults.
+"""``fr-edge demo``: the whole loop on one machine, with no camera, no config, no network.
 
-What it does today: replays the simulated camera through the engine's frame loop at the
-camera's rate (dropping frames when a stage is slower, as on a device), compresses one
-event-sized face JPEG per second of video with :func:`compress_image_for_event`, samples
-telemetry, and prints what every stage did. The recognition stages (detector, tracker,
-embedder, matcher, EventValidator) plug into the same loop as they land.
+1. Starts the reference broker on loopback over TLS (its own CA, a random API key).
+2. Enrols sample employees at the broker from portraits: by default the astronaut portrait
+   that scikit-image ships (skimage/data/astronaut.png, public domain, NASA), or the photos
+   given with ``--enrol ID=PHOTO``.
+3. Runs the device (``fr-edge run``'s DeviceRunner, dev mode) on the simulated camera: a
+   short generated clip in which the portrait moves across the frame (or ``--source``).
+4. Prints each event as the broker receives it, then a summary.
 """
 
 from __future__ import annotations
 
-import signal
+import importlib.metadata
+import secrets
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fr_core.config import AppConfig
-from fr_core.engine import Engine
-from fr_core.imaging import compress_face_jpeg
-from fr_core.interfaces import ComponentKind, FrameResult
+import numpy as np
+
+from fr_core.config import default_config
+from fr_core.errors import FrEdgeError
+from fr_core.interfaces import ComponentKind
 from fr_core.plugins import Registry
+
+DEFAULT_ID = "EMP-0001"
+
+
+def sample_portrait() -> Path:
+    """The astronaut portrait from the scikit-image wheel (read as a file, not imported)."""
+    try:
+        path = Path(
+            str(
+                importlib.metadata.distribution("scikit-image").locate_file(
+                    "skimage/data/astronaut.png"
+                )
+            )
+        )
+    except importlib.metadata.PackageNotFoundError:
+        path = Path("/nonexistent")
+    if not path.is_file():
+        raise FrEdgeError(
+            "no sample portrait: install scikit-image (make demo does) or give "
+            "--enrol ID=PHOTO and --source VIDEO"
+        )
+    return path
+
+
+def make_clip(portrait: Path, folder: Path, frames: int) -> Path:
+    """Frames in which the portrait drifts and zooms across a plain background, with a few
+    empty frames at the start (the camera sees nobody, then somebody arrives)."""
+    import cv2
+
+    img = cv2.imread(str(portrait))
+    if img is None:
+        raise FrEdgeError(f"{portrait} is not an image")
+    folder.mkdir(parents=True, exist_ok=True)
+    w, h = 640, 360
+    for i in range(frames):
+        canvas = np.full((h, w, 3), (60, 64, 70), np.uint8)
+        if i >= 5:
+            t = (i - 5) / max(1, frames - 6)
+            side = int(200 + 60 * t)
+            x = int(40 + (w - side - 80) * t)
+            y = (h - side) // 2
+            canvas[y : y + side, x : x + side] = cv2.resize(img, (side, side))
+        cv2.imwrite(str(folder / f"frame{i:05d}.jpg"), canvas)
+    return folder
 
 
 def run_demo(
-    config: AppConfig,
     registry: Registry,
     *,
-    frames: int,
-    snapshots: Path | None = None,
+    frames: int = 60,
+    source: str | None = None,
+    enrol: list[tuple[str, Path]] | None = None,
+    workdir: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    jpegs: list[tuple[int, int, int, int]] = []  # frame index, bytes, quality, encodes
-    fps = float(config.camera.options.get("fps") or 0) or 30.0
-    every = max(1, round(fps))
-    if snapshots:
-        snapshots.mkdir(parents=True, exist_ok=True)
+    import cv2
 
-    def snapshot(engine: Engine, result: FrameResult) -> None:
-        if result.index % every:
-            return
-        frame = result.frame
-        assert frame is not None
-        h, w = frame.shape[:2]
-        bbox = [w * 0.3, h * 0.2, w * 0.4, h * 0.6]  # centre of the picture stands in for a face
-        jpeg = compress_face_jpeg(frame, 50, bbox)
-        jpegs.append((result.index, jpeg.size, jpeg.quality, jpeg.encodes))
-        if snapshots:
-            (snapshots / f"frame{result.index:06d}.jpg").write_bytes(jpeg.data)
+    from fr_core.runner import DeviceRunner
+    from fr_core.testing.broker import ReferenceBroker
 
-    engine = Engine(config, registry, handlers=[snapshot])
-    previous = signal.signal(signal.SIGTERM, lambda *_: engine.request_stop())
-    echo(
-        f"fr-edge demo: device {config.device_id}, camera {config.camera.plugin!r} "
-        f"({config.camera.options.get('source') or 'generated scene'})"
-    )
-    try:
-        with engine:
-            stats = engine.run(max_frames=frames)
-            telemetry = engine.component(ComponentKind.TELEMETRY)
-            sample = telemetry.sample() if telemetry else {}
-    except KeyboardInterrupt:
-        stats = engine.stats
-        sample = {}
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    summary = {
-        "frames": stats.frames,
-        "fps": round(stats.fps, 1),
-        "dropped": stats.camera_dropped,
-        "timeouts": stats.timeouts,
-        "stage_ms": stats.stage_ms,
-        "jpegs": len(jpegs),
-        "telemetry": sample,
-    }
-    echo(
-        f"processed {stats.frames} frames at {stats.fps:.1f} fps "
-        f"({stats.camera_dropped} dropped by the camera, {stats.timeouts} read timeouts)"
-    )
-    for idx, size, quality, encodes in jpegs:
-        echo(
-            f"  frame {idx:5d}: event JPEG {size / 1024:5.1f} KiB at quality {quality} "
-            f"({encodes} encode{'s' if encodes > 1 else ''})"
+    work = Path(workdir or tempfile.mkdtemp(prefix="fr-edge-demo-"))
+    people = enrol or [(DEFAULT_ID, sample_portrait())]
+    detector = registry.create(ComponentKind.DETECTOR, "yunet")
+    embedder = registry.create(ComponentKind.EMBEDDER, "sface")
+    key = secrets.token_urlsafe(16)
+    with ReferenceBroker(work / "broker", api_key=key) as broker:
+        echo(f"reference broker on {broker.url} (TLS, CA {broker.ca_path})")
+        for uid, photo in people:
+            img = cv2.imread(str(photo))
+            if img is None:
+                raise FrEdgeError(f"{photo} is not an image")
+            faces = detector.detect(img)
+            if len(faces) != 1:
+                raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
+            version = broker.store.enrol(
+                uid,
+                embedder.embed(img, faces[0]),
+                embedder.model_name,
+                "yunet",
+                display_name=photo.stem,
+            )
+            echo(f"enrolled {uid} from {photo.name} at the broker (version {version})")
+        clip = source or str(make_clip(people[0][1], work / "clip", frames))
+        cfg = default_config(
+            broker_url=broker.url,
+            api_key=key,
+            db_path=str(work / "device" / "faces.db"),
+            dev_mode=True,
+            heartbeat_interval_seconds=2,
+            camera={"plugin": "sim", "source": clip, "fps": 15},
+            detector="yunet",
+            embedder="sface",
+            matcher="numpy",
+            telemetry="sim",
+            transport={"plugin": "https", "ca_bundle": str(broker.ca_path)},
         )
-    if sample:
-        echo("telemetry: " + ", ".join(f"{k}={v}" for k, v in sample.items()))
-    if snapshots:
-        echo(f"snapshots written to {snapshots}")
-    echo("recognition stages (detector, embedder, matcher): none configured yet")
-    return summary
+        seen: set[str] = set()
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.3):
+                for e in broker.store.ledger():
+                    if e["event_id"] not in seen:
+                        seen.add(e["event_id"])
+                        echo(
+                            f"broker received {e['event_type']} {e['event_id']}: "
+                            f"{e['user_id']} confidence {e['confidence']:.2f}, face JPEG "
+                            f"{e['image_bytes'] / 1024:.1f} KiB"
+                        )
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        result = DeviceRunner(cfg, registry).run(
+            max_frames=frames if source else None,
+            on_started=lambda: echo(
+                f"device {cfg.device_id} running on the simulated camera ({clip}); Ctrl-C stops it"
+            ),
+        )
+        stop.set()
+        watcher.join()
+        ledger = broker.store.ledger()
+        for e in ledger:
+            if e["event_id"] not in seen:
+                echo(f"broker received {e['event_type']} {e['event_id']}: {e['user_id']}")
+        beats = broker.store.heartbeats()
+    eng, rec = result["engine"], result["recognition"]
+    echo(
+        f"summary: {eng['frames']} frames at {eng['fps']} fps, {rec.get('faces', 0)} faces, "
+        f"{rec.get('events', 0)} events sent, {len(ledger)} received by the broker, "
+        f"{len(beats)} heartbeats"
+    )
+    return {"events": ledger, "heartbeats": beats, **result}

@@ -57,9 +57,13 @@ class RecognitionStage:
         self.stats = RecognitionStats()
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
-        frame, fid = result.frame, result.index
+        frame = result.frame
         if frame is None:
             return
+        # Frames are numbered as processed, not as the camera numbered them: when the camera
+        # drops frames because we are slow, a face still present is "seen in consecutive
+        # frames" by the tracker and the EventValidator.
+        fid = self.stats.frames
         self.stats.frames += 1
         t0 = time.perf_counter()
         # Faces smaller than min_face_size (shorter box side, pixels) are not recognised: an

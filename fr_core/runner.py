@@ -124,13 +124,17 @@ class DeviceRunner:
             except Exception as exc:  # a missed heartbeat is not worth more than a warning
                 log.warning("heartbeat failed: %s", exc)
 
-    def run(self, max_frames: int | None = None, drain_seconds: float = 10.0) -> dict[str, Any]:
+    def run(
+        self, max_frames: int | None = None, drain_seconds: float = 10.0, on_started: Any = None
+    ) -> dict[str, Any]:
         previous = {
             s: signal.signal(s, lambda *_: self.engine.request_stop())
             for s in (signal.SIGTERM, signal.SIGINT)
         }
         try:
             self.start()
+            if on_started is not None:
+                on_started()
             stats = self.engine.run(max_frames=max_frames)
             # end of stream (a file source): give the worker a moment to deliver
             deadline = time.monotonic() + drain_seconds

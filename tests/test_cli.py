@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -108,45 +109,65 @@ def test_usage_errors_exit_2():
 
 
 def test_runtime_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
-    (tmp_path / "empty").mkdir()
-    out = run("demo", "--frames", "3", "--source", str(tmp_path / "empty"))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image at all")
+    out = run("demo", "--enrol", f"EMP-1={junk}", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [
-        "error: sim camera: the source holds no image (.jpg .jpeg .png .bmp)"
-    ]
-    out = run("--debug", "demo", "--frames", "3", "--source", str(tmp_path / "empty"))
+    assert out.stderr.strip().splitlines() == [f"error: {junk} is not an image"]
+    out = run("--debug", "demo", "--enrol", f"EMP-1={junk}", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
 
 
 def test_json_log_lines(tmp_path):
-    out = run("--log-format", "json", "--log-level", "info", "demo", "--frames", "3", "--fps", "0")
-    assert out.returncode == 0
-    records = [json.loads(line) for line in out.stderr.splitlines() if line.strip()]
+    out = run(
+        "--log-format",
+        "json",
+        "--log-level",
+        "info",
+        "demo",
+        "--frames",
+        "20",
+        "--workdir",
+        str(tmp_path / "w"),
+    )
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in out.stderr.splitlines() if line.startswith("{")]
     assert records and all({"time", "level", "logger", "message"} <= set(r) for r in records)
     assert any("engine started" in r["message"] for r in records)
 
 
-def test_demo_runs_on_embedded_defaults(tmp_path):
-    out = run("demo", "--frames", "45", "--snapshots", str(tmp_path / "snaps"))
+def test_demo_runs_the_whole_loop(tmp_path):
+    out = run("demo", "--frames", "40", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 0, out.stderr
-    assert "processed 45 frames" in out.stdout
-    assert "event JPEG" in out.stdout
-    jpegs = sorted((tmp_path / "snaps").glob("*.jpg"))
-    assert len(jpegs) == 2 and all(p.read_bytes()[:2] == b"\xff\xd8" for p in jpegs)
-    assert all(p.stat().st_size <= 50 * 1024 for p in jpegs)
+    assert "enrolled EMP-0001 from astronaut.png at the broker" in out.stdout
+    assert re.search(r"broker received facial_id EV1-\d{13}-[0-9a-f]{6}: EMP-0001", out.stdout)
+    assert "summary: 40 frames" in out.stdout
 
 
-def test_demo_stops_cleanly_on_sigterm():
+def test_demo_stops_cleanly_on_sigterm(fr_data, tmp_path):
+    clip = fr_data / "faces" / "short_hamilton_clip.mp4"
+    photo = fr_data / "faces" / "lin-manuel-miranda.png"
     proc = subprocess.Popen(
-        [FR_EDGE, "demo", "--frames", "100000", "--fps", "30"],
+        [
+            FR_EDGE,
+            "demo",
+            "--source",
+            str(clip),
+            "--enrol",
+            f"EMP-LMM={photo}",
+            "--workdir",
+            str(tmp_path / "w"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         cwd=REPO,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert proc.stdout.readline().startswith("fr-edge demo:")  # the loop is starting
+    for line in proc.stdout:  # wait until the device runs
+        if line.startswith("device "):
+            break
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=15)
+    out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    assert "processed" in out
+    assert "summary:" in out

@@ -76,11 +76,22 @@ class YuNetConfig(BaseModel):
     )
 
 
+def _quiet_opencv() -> None:
+    """OpenCV 5 prints a warning per network about targets its new engine ignores."""
+    import cv2
+
+    logging_mod = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging_mod is not None and hasattr(logging_mod, "setLogLevel"):
+        logging_mod.setLogLevel(logging_mod.LOG_LEVEL_ERROR)
+
+
 class YuNetDetector:
     """``detect(frame)``: faces with boxes and 5 landmarks in the frame's own pixels."""
 
     def __init__(self, config: YuNetConfig) -> None:
         import cv2
+
+        _quiet_opencv()
 
         self.config = config
         path = resolve_model(
