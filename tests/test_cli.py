@@ -141,7 +141,8 @@ def test_demo_runs_the_whole_loop(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "enrolled EMP-0001 from astronaut.png at the broker" in out.stdout
     assert re.search(r"broker received facial_id EV1-\d{13}-[0-9a-f]{6}: EMP-0001", out.stdout)
-    assert "summary: 40 frames" in out.stdout
+    frames = int(re.search(r"summary: (\d+) frames", out.stdout).group(1))
+    assert 20 <= frames <= 40  # a real-time camera: a busy machine drops a few
 
 
 def test_demo_stops_cleanly_on_sigterm(fr_data, tmp_path):
