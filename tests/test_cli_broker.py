@@ -117,8 +117,7 @@ def test_bridge_command_serves_mqtt_through_a_running_mosquitto(tmp_path):
     from fr_core import FacialIdEvent
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import build_registry
-    from fr_core.testing import require
-    from fr_core.testing.conformance import wait_for
+    from fr_core.testing import require, wait_for
     from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
 
     require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")

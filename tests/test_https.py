@@ -22,6 +22,7 @@ from fr_core import (
 from fr_core.interfaces import ComponentKind
 from fr_core.outbox import OutboxWorker
 from fr_core.plugins import build_registry
+from fr_core.testing import wait_for
 from fr_core.testing.broker import ReferenceBroker
 from fr_core.testing.certs import CertificateAuthority
 
@@ -56,15 +57,6 @@ def events(n, start=0):
         ).to_dict()
         for i in range(start, start + n)
     ]
-
-
-def wait_for(cond, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def test_batches_are_delivered_and_acknowledged(broker):

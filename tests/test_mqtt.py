@@ -22,9 +22,8 @@ from fr_core import (
 from fr_core.interfaces import ComponentKind
 from fr_core.outbox import OutboxWorker
 from fr_core.plugins import build_registry
-from fr_core.testing import require
+from fr_core.testing import require, wait_for
 from fr_core.testing.certs import CertificateAuthority
-from fr_core.testing.conformance import wait_for
 from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
 from fr_core.testing.mqtt_bridge import MqttBroker
 

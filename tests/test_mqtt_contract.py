@@ -17,8 +17,7 @@ from fr_core import DatabaseManager, FacialIdEvent, SyncManager
 from fr_core.events import event_json_schemas
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
-from fr_core.testing import require
-from fr_core.testing.conformance import wait_for
+from fr_core.testing import require, wait_for
 from fr_core.testing.mosquitto import BRIDGE_USER, mosquitto_binary
 from fr_core.testing.mqtt_bridge import MqttBroker
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy
+from fr_core.testing import wait_for
 
 from .conftest import REPO
 
@@ -91,10 +92,9 @@ def test_a_claim_is_a_lease(db):
 def test_expired_lease_is_claimable_again(db):
     db.outbox_append(event(1))
     db.outbox_claim(lease_seconds=0.05)
-    deadline = time.monotonic() + 5
-    while not (items := db.outbox_claim()) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert [it.payload["user_id"] for it in items] == ["EMP-1"]
+    got = []
+    assert wait_for(lambda: got.extend(db.outbox_claim()) or got, timeout=5)
+    assert [it.payload["user_id"] for it in got] == ["EMP-1"]
 
 
 def test_failures_are_retried_later(db):

@@ -8,7 +8,6 @@ import copy
 import json
 import logging
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -23,6 +22,7 @@ from fr_core import (
     SyncManagerFactory,
 )
 from fr_core.syncpage import encode_embedding, parse_page
+from fr_core.testing import wait_for
 from fr_core.testing.syncsource import MemoryBroker
 
 rng = np.random.default_rng(3)
@@ -352,15 +352,6 @@ def test_arbitrary_bytes_are_a_sync_error(data):
 
 
 # --- SyncManager behaviour --------------------------------------------------------------------
-
-
-def wait_for(cond, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 def test_periodic_sync_and_change_notification(db, broker):

@@ -7,6 +7,8 @@ automatically once fr-edge is installed (entry point ``pytest11``).
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 DATA_ENV = "FR_TEST_DATA"
@@ -38,3 +40,14 @@ def shared_data_dir(start: Path | None = None) -> Path | None:
         if (parent / "pyproject.toml").exists() and candidate.is_dir():
             return candidate
     return None
+
+
+def wait_for(cond: Callable[[], object], timeout: float = 20.0, poll: float = 0.02) -> bool:
+    """Poll ``cond`` until it is true or ``timeout`` seconds pass; True if it became true.
+    Tests wait on conditions with a deadline instead of sleeping a fixed time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(poll)
+    return bool(cond())

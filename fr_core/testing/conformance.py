@@ -22,7 +22,6 @@ overrides it with a harness that offers the same surface: ``store`` (``enrol``, 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,16 +34,8 @@ from fr_core.events import FacialIdEvent
 from fr_core.outbox import OutboxWorker
 from fr_core.storage import DatabaseManager
 from fr_core.sync import SyncManager
+from fr_core.testing import wait_for
 from fr_core.testing.certs import CertificateAuthority
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 class TransportConformance:
