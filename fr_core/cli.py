@@ -223,6 +223,113 @@ def run(config_file: Path, max_frames: int | None) -> None:
     )
 
 
+@main.command()
+@click.option(
+    "--config",
+    "config_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Device config file.",
+)
+@click.argument("user_id")
+@click.argument("photo", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option("--name", "display_name", help="Display name (stored: dev mode only).")
+@click.option(
+    "--min-face",
+    type=click.IntRange(min=16),
+    default=80,
+    show_default=True,
+    help="Least face size in pixels (shorter side of the box).",
+)
+@click.option(
+    "--min-sharpness",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Least sharpness (variance of the Laplacian of the 112 px face crop).",
+)
+def enroll(
+    config_file: Path,
+    user_id: str,
+    photo: Path,
+    display_name: str | None,
+    min_face: int,
+    min_sharpness: float,
+) -> None:
+    """Enrol an employee on this device from a photo (dev mode only).
+
+    Production devices get their enrolments from the broker by sync; this command refuses
+    to run unless the config sets dev_mode: true. The photo must show exactly one face, at
+    least --min-face pixels, sharp enough.
+    """
+    import cv2
+
+    from fr_core.interfaces import ComponentKind
+    from fr_core.plugins import BuildContext
+    from fr_core.storage import DatabaseManager, DevModeError
+
+    cfg = load_config(config_file)
+    if not cfg.dev_mode:
+        raise DevModeError(
+            "local enrolment is refused in production mode (dev_mode: false): "
+            "employees are enrolled centrally and reach devices by sync"
+        )
+    registry = build_registry()
+    ctx = BuildContext(registry=registry, app_config=cfg)
+    det_block, emb_block = cfg.detector, cfg.embedder
+    detector = registry.create(
+        ComponentKind.DETECTOR,
+        det_block.plugin if det_block else "yunet",
+        det_block.options if det_block else {},
+        ctx,
+        path="detector",
+    )
+    embedder = registry.create(
+        ComponentKind.EMBEDDER,
+        emb_block.plugin if emb_block else "sface",
+        emb_block.options if emb_block else {},
+        ctx,
+        path="embedder",
+    )
+    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FrEdgeError(f"{photo} is not an image OpenCV can read")
+    faces = detector.detect(image)
+    if len(faces) != 1:
+        raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
+    face = faces[0]
+    size = int(min(face.bbox[2], face.bbox[3]))
+    if size < min_face:
+        raise FrEdgeError(
+            f"the face in {photo} is {size} px; at least {min_face} px are needed "
+            "for a reliable enrolment (use a closer or larger photo)"
+        )
+    if hasattr(embedder, "align"):
+        crop = embedder.align(image, face)
+    else:
+        x, y, w, h = (int(v) for v in face.bbox)
+        crop = cv2.resize(image[max(0, y) : y + h, max(0, x) : x + w], (112, 112))
+    sharpness = float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
+    if sharpness < min_sharpness:
+        raise FrEdgeError(
+            f"the face in {photo} is too blurred (sharpness {sharpness:.0f}, at "
+            f"least {min_sharpness:.0f} needed)"
+        )
+    embedding = embedder.embed(image, face)
+    with DatabaseManager.from_config(cfg, registry) as db:
+        db.enroll_local(
+            user_id,
+            embedding,
+            embedder.model_name,
+            display_name=display_name,
+            detector=det_block.plugin if det_block else "yunet",
+        )
+    click.echo(
+        f"enrolled {user_id} ({embedder.model_name}, {embedding.size} values; face "
+        f"{size} px, sharpness {sharpness:.0f})"
+    )
+
+
 # --- status and sync ----------------------------------------------------------------------
 
 

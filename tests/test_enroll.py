@@ -1,0 +1,56 @@
+"""`fr-edge enroll`: dev mode only, quality checks, stored with the display name."""
+
+from __future__ import annotations
+
+import cv2
+import pytest
+from click.testing import CliRunner
+
+from fr_core import DatabaseManager
+from fr_core.cli import main
+
+
+def config(tmp_path, dev_mode=True):
+    path = tmp_path / "device.yaml"
+    path.write_text(f"device_id: cam-001\nbroker_url: https://b.example\ndev_mode: {dev_mode}\n"
+                    f"db_path: {tmp_path}/faces.db\ndetector: yunet\nembedder: sface\n")
+    return str(path)
+
+
+def enroll(cfg, *args):
+    return CliRunner().invoke(main, ["enroll", "--config", cfg, *args])
+
+
+def test_enrols_a_good_photo_in_dev_mode(fr_data, tmp_path):
+    out = enroll(config(tmp_path), "EMP-OBAMA", str(fr_data / "faces" / "obama.jpg"),
+                 "--name", "Barack Obama")
+    assert out.exit_code == 0, out.output
+    assert out.output.startswith("enrolled EMP-OBAMA (SFace, 128 values; face ")
+    with DatabaseManager(str(tmp_path / "faces.db"), dev_mode=True) as db:
+        e = db.get_enrollment("EMP-OBAMA")
+    assert e.display_name == "Barack Obama" and e.model == "SFace" and e.detector == "yunet"
+
+
+def test_production_refuses(fr_data, tmp_path):
+    out = enroll(config(tmp_path, dev_mode=False), "EMP-1", str(fr_data / "faces" / "obama.jpg"))
+    assert out.exit_code == 1 and "refused in production mode" in out.output
+
+
+@pytest.mark.parametrize(
+    ("photo", "fragment"),
+    [
+        ("two_people.jpg", "exactly one face; 2 found"),
+        ("obama-240p.jpg", "is 54 px; at least 80 px"),
+    ],
+)
+def test_quality_checks(fr_data, tmp_path, photo, fragment):
+    out = enroll(config(tmp_path), "EMP-1", str(fr_data / "faces" / photo))
+    assert out.exit_code == 1 and fragment in out.output
+
+
+def test_blurred_photos_are_refused(fr_data, tmp_path):
+    img = cv2.imread(str(fr_data / "faces" / "obama.jpg"))
+    blurred = tmp_path / "blurred.jpg"
+    cv2.imwrite(str(blurred), cv2.GaussianBlur(img, (0, 0), 6))
+    out = enroll(config(tmp_path), "EMP-1", str(blurred))
+    assert out.exit_code == 1 and "too blurred" in out.output
