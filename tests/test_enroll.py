@@ -12,8 +12,10 @@ from fr_core.cli import main
 
 def config(tmp_path, dev_mode=True):
     path = tmp_path / "device.yaml"
-    path.write_text(f"device_id: cam-001\nbroker_url: https://b.example\ndev_mode: {dev_mode}\n"
-                    f"db_path: {tmp_path}/faces.db\ndetector: yunet\nembedder: sface\n")
+    path.write_text(
+        f"device_id: cam-001\nbroker_url: https://b.example\ndev_mode: {dev_mode}\n"
+        f"db_path: {tmp_path}/faces.db\ndetector: yunet\nembedder: sface\n"
+    )
     return str(path)
 
 
@@ -22,8 +24,13 @@ def enroll(cfg, *args):
 
 
 def test_enrols_a_good_photo_in_dev_mode(fr_data, tmp_path):
-    out = enroll(config(tmp_path), "EMP-OBAMA", str(fr_data / "faces" / "obama.jpg"),
-                 "--name", "Barack Obama")
+    out = enroll(
+        config(tmp_path),
+        "EMP-OBAMA",
+        str(fr_data / "faces" / "obama.jpg"),
+        "--name",
+        "Barack Obama",
+    )
     assert out.exit_code == 0, out.output
     assert out.output.startswith("enrolled EMP-OBAMA (SFace, 128 values; face ")
     with DatabaseManager(str(tmp_path / "faces.db"), dev_mode=True) as db:
