@@ -186,15 +186,17 @@ def config_schema() -> None:
 
 # --- run ------------------------------------------------------------------------------------
 
-
-@main.command()
-@click.option(
+device_config_option = click.option(
     "--config",
     "config_file",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
     help="Device config file.",
 )
+
+
+@main.command()
+@device_config_option
 @click.option(
     "--max-frames",
     type=click.IntRange(min=1),
@@ -224,13 +226,7 @@ def run(config_file: Path, max_frames: int | None) -> None:
 
 
 @main.command()
-@click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Device config file.",
-)
+@device_config_option
 @click.argument("user_id")
 @click.argument("photo", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", "display_name", help="Display name (stored: dev mode only).")
@@ -266,6 +262,7 @@ def enroll(
 
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import BuildContext
+    from fr_core.recognition import photo_face
     from fr_core.storage import DatabaseManager, DevModeError
 
     cfg = load_config(config_file)
@@ -291,13 +288,7 @@ def enroll(
         ctx,
         path="embedder",
     )
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FrEdgeError(f"{photo} is not an image OpenCV can read")
-    faces = detector.detect(image)
-    if len(faces) != 1:
-        raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
-    face = faces[0]
+    image, face = photo_face(detector, photo)
     size = int(min(face.bbox[2], face.bbox[3]))
     if size < min_face:
         raise FrEdgeError(
@@ -343,15 +334,6 @@ def _age(seconds: float | None) -> str:
     if seconds < 172800:
         return f"{seconds / 3600:.1f} h ago"
     return f"{seconds / 86400:.1f} days ago"
-
-
-device_config_option = click.option(
-    "--config",
-    "config_file",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Device config file.",
-)
 
 
 def _open_db(config_file: Path, must_exist: bool) -> tuple[Any, Any, Any]:
@@ -687,19 +669,14 @@ def _embed_photo(photo: Path, detector: str, embedder: str) -> tuple[Any, str, s
     from fr_core.interfaces import ComponentKind
 
     try:
-        import cv2
+        from fr_core.recognition import photo_face
     except ImportError:
         raise FrEdgeError("enrolling from a photo needs OpenCV: pip install fr-edge[cpu]") from None
     registry = build_registry()
     det = registry.create(ComponentKind.DETECTOR, detector)
     emb = registry.create(ComponentKind.EMBEDDER, embedder)
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FrEdgeError(f"{photo} is not an image OpenCV can read")
-    faces = det.detect(image)
-    if len(faces) != 1:
-        raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
-    return emb.embed(image, faces[0]), emb.model_name, detector
+    image, face = photo_face(det, photo)
+    return emb.embed(image, face), emb.model_name, detector
 
 
 @broker.command("remove")

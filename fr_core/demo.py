@@ -80,8 +80,8 @@ def run_demo(
     workdir: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-    import cv2
 
+    from fr_core.recognition import photo_face
     from fr_core.runner import DeviceRunner
     from fr_core.testing.broker import ReferenceBroker
 
@@ -93,15 +93,10 @@ def run_demo(
     with ReferenceBroker(work / "broker", api_key=key) as broker:
         echo(f"reference broker on {broker.url} (TLS, CA {broker.ca_path})")
         for uid, photo in people:
-            img = cv2.imread(str(photo))
-            if img is None:
-                raise FrEdgeError(f"{photo} is not an image")
-            faces = detector.detect(img)
-            if len(faces) != 1:
-                raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
+            img, face = photo_face(detector, photo)
             version = broker.store.enrol(
                 uid,
-                embedder.embed(img, faces[0]),
+                embedder.embed(img, face),
                 embedder.model_name,
                 "yunet",
                 display_name=photo.stem,
