@@ -9,7 +9,6 @@ bounded time; events already queued stay in the outbox for the next start.
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -161,7 +160,3 @@ class DeviceRunner:
         self.client.stop(timeout=5)
         self.engine.stop()
         self.db.close()
-
-
-def summary_line(result: dict[str, Any]) -> str:
-    return json.dumps(result, default=str)
