@@ -161,18 +161,9 @@ class IoTClient:
             )
         if image is not None:
             ev.image = compress_image_for_event(image, self.config.image_target_kb, face_bbox)
-        hook = self.registry.pm.hook.fr_event_before_queue
-        for impl in reversed(hook.get_hookimpls()):
-            offered = {"event": ev, "engine": None}
-            try:
-                verdict = impl.function(**{a: offered[a] for a in impl.argnames})
-            except Exception as exc:
-                log.error("plugin %s failed in fr_event_before_queue: %s", impl.plugin_name, exc)
-                continue
-            if verdict is False:
-                log.info("event %s vetoed by plugin %s", ev.event_id, impl.plugin_name)
-                return None
-        return parse_event(ev.to_dict())
+        from fr_core.engine import run_event_hooks
+
+        return run_event_hooks(self.registry.pm, ev)[0]
 
     def send_event(
         self, event: Any, image: np.ndarray | None = None, face_bbox: Sequence[float] | None = None

@@ -213,48 +213,61 @@ class Engine:
     # --- events -------------------------------------------------------------------------
 
     def queue_event(self, event: Event) -> bool:
-        """Offer an event to the ``fr_event_before_queue`` hooks, then to the sink.
-
-        Each plugin sees the event as the previous one left it. A plugin that raises, or
-        whose enrichment makes the payload invalid, is logged and its changes are undone:
-        a faulty plugin never costs an event. Returns False only when a plugin vetoed it.
-        """
-        hook = self.registry.pm.hook.fr_event_before_queue
-        for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
-            before = event.model_copy(deep=True)
-            try:
-                offered = {"event": event, "engine": self}
-                verdict = impl.function(**{a: offered[a] for a in impl.argnames})
-                checked = parse_event(event.to_dict())
-            except ValidationError as exc:
-                self.stats.events_invalid += 1
-                log.error(
-                    "plugin %s made event %s invalid (%s); its changes are undone",
-                    impl.plugin_name,
-                    before.event_id,
-                    _errors(exc),
-                )
-                event = before
-                continue
-            except Exception as exc:
-                log.error(
-                    "plugin %s failed in fr_event_before_queue (%s); event %s kept "
-                    "without its changes",
-                    impl.plugin_name,
-                    exc,
-                    before.event_id,
-                )
-                event = before
-                continue
-            if verdict is False:
-                self.stats.events_vetoed += 1
-                log.info("event %s vetoed by plugin %s", event.event_id, impl.plugin_name)
-                return False
-            event = checked
+        """Offer an event to the ``fr_event_before_queue`` hooks (:func:`run_event_hooks`),
+        then to the sink. Returns False only when a plugin vetoed it."""
+        checked, invalid = run_event_hooks(self.registry.pm, event, self)
+        self.stats.events_invalid += invalid
+        if checked is None:
+            self.stats.events_vetoed += 1
+            return False
         if self.event_sink is not None:
-            self.event_sink(event)
+            self.event_sink(checked)
         self.stats.events_queued += 1
         return True
+
+
+def run_event_hooks(
+    pm: Any, event: Event, engine: Engine | None = None
+) -> tuple[Event | None, int]:
+    """Run the ``fr_event_before_queue`` hooks; returns (the event, or None if vetoed, and
+    how many plugins left it invalid).
+
+    Each plugin sees the event as the previous one left it. A plugin that raises, or whose
+    enrichment makes the payload invalid, is logged and its changes are undone: a faulty
+    plugin never costs an event.
+    """
+    invalid = 0
+    hook = pm.hook.fr_event_before_queue
+    for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
+        before = event.model_copy(deep=True)
+        try:
+            offered = {"event": event, "engine": engine}
+            verdict = impl.function(**{a: offered[a] for a in impl.argnames})
+            checked = parse_event(event.to_dict())
+        except ValidationError as exc:
+            invalid += 1
+            log.error(
+                "plugin %s made event %s invalid (%s); its changes are undone",
+                impl.plugin_name,
+                before.event_id,
+                _errors(exc),
+            )
+            event = before
+            continue
+        except Exception as exc:
+            log.error(
+                "plugin %s failed in fr_event_before_queue (%s); event %s kept without its changes",
+                impl.plugin_name,
+                exc,
+                before.event_id,
+            )
+            event = before
+            continue
+        if verdict is False:
+            log.info("event %s vetoed by plugin %s", event.event_id, impl.plugin_name)
+            return None, invalid
+        event = checked
+    return event, invalid
 
 
 def _errors(exc: ValidationError) -> str:

@@ -145,3 +145,25 @@ def test_a_faulty_plugin_never_costs_an_event(caplog):
     assert event.confidence <= 1.0  # the corrupter's is undone
     assert "plugin crasher failed in fr_event_before_queue" in caplog.text
     assert "plugin corrupter made event" in caplog.text
+
+
+def test_the_iot_client_applies_the_same_hook_rules(tmp_path):
+    from fr_core import DatabaseManager, IoTClient, IoTClientConfig
+
+    registry = build_registry(
+        extra_plugins=[
+            ("crasher", Crasher()),
+            ("enricher", Enricher()),
+            ("corrupter", Corrupter()),
+            ("vetoer", Vetoer()),
+        ]
+    )
+    client = IoTClient(
+        IoTClientConfig(device_id="demo-001", broker_url="https://b.example"),
+        db=DatabaseManager(str(tmp_path / "c.db")),
+        registry=registry,
+    )
+    event = client._prepare(make_event(), None, None)
+    assert event.metadata.site == "HQ" and event.confidence <= 1.0
+    assert "half_done" not in event.to_dict()["metadata"]
+    assert client._prepare(make_event("EMP-blocked"), None, None) is None
