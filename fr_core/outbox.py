@@ -133,7 +133,13 @@ class OutboxWorker:
     def drain(self) -> int:
         """Send until the outbox has nothing due; pipelined when the transport can publish
         without waiting (``send_events_async``): up to ``pipeline_depth`` batches are on the
-        wire while the oldest waits for its acknowledgements. Returns events sent."""
+        wire while the oldest waits for its acknowledgements. Returns events sent.
+
+        Acknowledged events are deleted ``pipeline_depth`` batches at a time, in one
+        transaction: deleting is the costly part of a drain (their images are overwritten),
+        and the commits are fewer. Until then they stay leased, so nothing sends them again;
+        if the process dies first they go again after the lease and the broker deduplicates
+        them by event_id."""
         if not hasattr(self.transport, "send_events_async"):
             total = 0
             while (n := self.drain_once()) > 0:
@@ -141,6 +147,8 @@ class OutboxWorker:
             return total
         total = 0
         inflight: list[tuple[list[str], Any]] = []
+        acked: list[str] = []  # acknowledged by the broker, still in the outbox
+        group = self.batch_size * self.pipeline_depth
         try:
             while True:
                 if len(inflight) < self.pipeline_depth and not self._stop.is_set():
@@ -154,7 +162,17 @@ class OutboxWorker:
                 ids, pending = inflight[0]
                 result = pending.result()  # raises: this batch is still in `inflight`
                 inflight.pop(0)
-                total += self._settle(ids, result)  # raises after settling its own batch
+                done = set(result.acknowledged)
+                acked += [i for i in ids if i in done]
+                missing = [i for i in ids if i not in done]
+                if missing:
+                    self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
+                    raise TransportUnavailable(
+                        f"broker acknowledged {len(ids) - len(missing)} of {len(ids)} events"
+                    )
+                if len(acked) >= group or not inflight:
+                    total += self._ack(acked)
+                    acked = []
         except Exception as exc:
             self.failed_sends += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -162,17 +180,15 @@ class OutboxWorker:
             if left:
                 self.db.outbox_fail(left, self.last_error[:500], retry_in=0.0)
             raise
+        finally:
+            if acked:  # delivered before the failure: they leave the outbox all the same
+                self._ack(acked)
 
-    def _settle(self, ids: list[str], result: Any) -> int:
-        acked = [i for i in ids if i in set(result.acknowledged)]
-        if acked:
-            self.db.outbox_ack(acked)
-            self.sent += len(acked)
-        missing = [i for i in ids if i not in set(acked)]
-        if missing:
-            self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
-            raise TransportUnavailable(f"broker acknowledged {len(acked)} of {len(ids)} events")
-        return len(acked)
+    def _ack(self, ids: list[str]) -> int:
+        if ids:
+            self.db.outbox_ack(ids)
+            self.sent += len(ids)
+        return len(ids)
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -16,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy
+from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy, StorageError
 from fr_core.testing import wait_for
 
 from .conftest import REPO
@@ -65,16 +65,77 @@ def test_append_claim_ack_in_order_with_images(db):
     assert db.outbox_stats().sent_total == 3
 
 
-def test_acknowledged_images_leave_the_file(db):
-    marker = b"\xff\xd8UNIQUE-FACE-BYTES-" * 20
-    db.outbox_append({**event(1), "image": base64.b64encode(marker).decode()})
-    with open(db.path + "-wal", "rb") as f:
-        assert marker[:40] in f.read()
-    db.outbox_ack([event(1)["event_id"]])
-    db.storage.checkpoint()
+def files(db):
+    out = b""
     for suffix in ("", "-wal"):
         with open(db.path + suffix, "rb") as f:
-            assert marker[:40] not in f.read(), suffix
+            out += f.read()
+    return out
+
+
+def test_images_are_sealed_at_rest(db):
+    marker = b"\xff\xd8UNIQUE-FACE-BYTES-" * 20
+    text = base64.b64encode(marker).decode()
+    db.outbox_append({**event(1), "image": text})
+    disk = files(db)
+    assert marker[:40] not in disk and text[:40].encode() not in disk
+    (item,) = db.outbox_claim()
+    assert item.payload["image"] == text and f'"image":"{text}"' in item.payload.json_text
+
+
+def test_acknowledged_images_leave_the_file(db):
+    """The key of an acknowledged image is gone from the file: what is left of the image is
+    ciphertext nobody can open (secure_delete=FAST does not overwrite freed overflow pages)."""
+    db.outbox_append({**event(1), "image": base64.b64encode(b"\xff\xd8" * 9000).decode()})
+    con = sqlite3.connect(db.path)
+    ((key,),) = con.execute("SELECT key FROM outbox_keys").fetchall()
+    con.close()
+    assert len(key) == 32 and key in files(db)
+    db.outbox_ack([event(1)["event_id"]])
+    db.storage.checkpoint()
+    assert key not in files(db)
+    con = sqlite3.connect(db.path)
+    assert con.execute("SELECT count(*) FROM outbox_images").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM outbox_keys").fetchone() == (0,)
+
+
+def test_a_damaged_sealed_image_is_reported_not_sent(db):
+    db.outbox_append(event(1))
+    con = sqlite3.connect(db.path)
+    (image,) = con.execute("SELECT image FROM outbox_images").fetchone()
+    damaged = image[:100] + bytes([image[100] ^ 1]) + image[101:]
+    con.execute("UPDATE outbox_images SET image = ?", (damaged,))
+    con.commit()
+    con.close()
+    with pytest.raises(StorageError, match=f"event {event(1)['event_id']} fails its integrity"):
+        db.outbox_claim()
+
+
+def test_images_queued_by_schema_2_are_sealed_on_upgrade(tmp_path):
+    """A database written by the schema-2 fr-edge (images in clear, no keys) upgrades in
+    place: its queued images are sealed and their clear bytes overwritten."""
+    path = str(tmp_path / "v2.db")
+    marker = b"\xff\xd8CLEAR-FACE-OF-SCHEMA-2-" * 30
+    with DatabaseManager(path) as d:
+        d.outbox_append({**event(1), "image": base64.b64encode(marker).decode()})
+        d.outbox_append(event(2, image=False))
+    con = sqlite3.connect(path)
+    con.execute("DROP TABLE outbox_keys")
+    con.execute("UPDATE outbox_images SET image = ?", (marker,))
+    con.execute("UPDATE schema_version SET version = 2")
+    con.commit()
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    with open(path, "rb") as f:
+        assert marker[:40] in f.read()
+    with DatabaseManager(path) as d:
+        items = d.outbox_claim()
+        assert [it.event_id for it in items] == [event(1)["event_id"], event(2)["event_id"]]
+        assert base64.b64decode(items[0].payload["image"]) == marker
+        assert "image" not in items[1].payload
+        d.storage.checkpoint()
+        assert marker[:40] not in files(d)
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (3,)
 
 
 def test_a_claim_is_a_lease(db):
@@ -288,3 +349,57 @@ class OutboxMachine(RuleBasedStateMachine):
 
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, deadline=None)
+
+
+# --- the pipelined drain ----------------------------------------------------------------------
+
+
+class ScriptedAsyncTransport:
+    """Publishes without waiting, as the mqtt transport does; the ``fail_batch``-th batch
+    (0-based) raises when its acknowledgements are awaited. Records what went out."""
+
+    def __init__(self, fail_batch=None):
+        self.fail_batch, self.batches = fail_batch, []
+
+    def send_events_async(self, events):
+        from fr_core.interfaces import SendResult
+
+        n = len(self.batches)
+        ids = [e["event_id"] for e in events]
+        self.batches.append(ids)
+
+        class Pending:
+            def result(_self):
+                if n == self.fail_batch:
+                    from fr_core.errors import TransportUnavailable
+
+                    raise TransportUnavailable("connection lost")
+                return SendResult(acknowledged=ids)
+
+        return Pending()
+
+    def send_events(self, events):
+        return self.send_events_async(events).result()
+
+
+def test_pipelined_drain_groups_acks_and_keeps_order_on_failure(db):
+    from fr_core.errors import TransportUnavailable
+    from fr_core.outbox import OutboxWorker
+
+    for i in range(0, 50, 10):
+        db.outbox_append_many([event(j) for j in range(i, i + 10)])
+    t = ScriptedAsyncTransport(fail_batch=3)  # batches 0-2 delivered, 3 fails, 4 in flight
+    worker = OutboxWorker(db, t, batch_size=5, pipeline_depth=2)
+    with pytest.raises(TransportUnavailable):
+        worker.drain()
+    # what the broker acknowledged left the outbox even though the drain failed after it
+    assert worker.sent == 15 and consistent(db) == 35
+    left = db.outbox_claim(limit=100)
+    assert [it.payload["user_id"] for it in left] == [f"EMP-{i}" for i in range(15, 50)]
+    assert left[0].attempts == 1 and left[5].attempts == 1 and left[10].attempts == 0
+    db.outbox_fail([it.event_id for it in left], "test", retry_in=0.0)
+    t.fail_batch = None
+    assert worker.drain() == 35 and consistent(db) == 0
+    sent = [i for batch in t.batches for i in batch]
+    assert sent[:15] == [event(i)["event_id"] for i in range(15)]
+    assert sent[-35:] == [event(i)["event_id"] for i in range(15, 50)]

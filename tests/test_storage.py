@@ -9,6 +9,7 @@ import stat
 
 import numpy as np
 import pytest
+from fr_sqlite.schema import SCHEMA_VERSION
 
 from fr_core import DatabaseManager, DevModeError, StorageError
 from fr_core.syncpage import encode_embedding, parse_page
@@ -109,7 +110,7 @@ def test_initialize_is_idempotent(db_path):
         with DatabaseManager(db_path) as d:
             d.upsert_enrollment("EMP-1", vec(), "SFace")
     con = raw(db_path)
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
     assert con.execute("SELECT count(*) FROM sync_state").fetchone()[0] == 1
 
 
@@ -157,7 +158,7 @@ def test_original_module_database_upgrades_without_losing_data(tmp_path):
         assert d.get_config("site") == "HQ"
         assert d.get_sync_state().version == 12  # the highest row version
         d.outbox_append({"event_id": "EV1-1-abcdef", "event_type": "facial_id"})
-    assert raw(path).execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert raw(path).execute("SELECT version FROM schema_version").fetchall() == [(SCHEMA_VERSION,)]
 
 
 def test_upgrading_in_production_removes_stored_names(tmp_path):

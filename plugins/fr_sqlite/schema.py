@@ -3,11 +3,13 @@
 Version 1 is the original module's database: ``enrolled_users`` and ``device_config`` exactly
 as its README lists them, nothing else. Devices upgraded from that module open such a file
 and it is migrated in place. Version 2 adds the outbox, sync state, counters, the staging
-table of a full resync, and the schema version record itself.
+table of a full resync, and the schema version record itself. Version 3 seals outbox images
+at rest: each has its own key in ``outbox_keys`` (see :mod:`fr_sqlite.sealing`).
 """
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +32,7 @@ from sqlalchemy import (
 
 from fr_core.storage import StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -102,7 +104,17 @@ outbox_images = Table(
     "outbox_images",
     metadata,
     Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
-    Column("image", LargeBinary, nullable=False),  # the JPEG bytes
+    # the JPEG; from schema 3 on its base64 text, sealed (fr_sqlite.sealing)
+    Column("image", LargeBinary, nullable=False),
+)
+
+# The key of each sealed image, in rows small enough never to spill into overflow pages:
+# deleting one zeroes it even with secure_delete=FAST (fr_sqlite.sealing says why).
+outbox_keys = Table(
+    "outbox_keys",
+    metadata,
+    Column("outbox_id", Integer, ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", LargeBinary, nullable=False),
 )
 
 counters = Table(
@@ -142,10 +154,32 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.execute(sync_state.insert().values(id=1, version=int(version), resync_in_progress=0))
 
 
+def _v2_to_v3(conn: Connection) -> None:
+    from fr_sqlite.sealing import seal
+
+    outbox_keys.create(conn, checkfirst=True)
+    # images queued by an older fr-edge are sealed now; this runs under secure_delete=ON,
+    # so their clear pages are overwritten as they are replaced
+    rows = conn.execute(
+        select(outbox_images.c.outbox_id, outbox.c.event_id, outbox_images.c.image).join(
+            outbox, outbox.c.id == outbox_images.c.outbox_id
+        )
+    ).all()
+    for r in rows:
+        key, sealed = seal(r.event_id, base64.b64encode(r.image))
+        conn.execute(
+            outbox_images.update()
+            .where(outbox_images.c.outbox_id == r.outbox_id)
+            .values(image=sealed)
+        )
+        conn.execute(outbox_keys.insert().values(outbox_id=r.outbox_id, key=key))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     # from version -> step to version + 1
     0: _create_v1,
     1: _v1_to_v2,
+    2: _v2_to_v3,
 }
 
 

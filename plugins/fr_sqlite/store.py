@@ -53,6 +53,7 @@ from fr_core.storage import (
 )
 from fr_core.syncpage import ChangesPage, DeleteItem, UpsertItem, as_change
 from fr_sqlite import schema as s
+from fr_sqlite.sealing import seal, unseal
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,10 @@ class SqliteStorage:
                     # synced at checkpoints) only for writes whose loss is harmless.
                     sync = "NORMAL" if opts.get("fr_relaxed") else "FULL"
                     conn.exec_driver_sql(f"PRAGMA synchronous={sync}")
+                    # ON overwrites every freed page; FAST only b-tree content, which is
+                    # enough where what is freed is sealed (outbox images, fr_sqlite.sealing)
+                    shred = "FAST" if opts.get("fr_sealed_delete") else "ON"
+                    conn.exec_driver_sql(f"PRAGMA secure_delete={shred}")
                     conn.exec_driver_sql("BEGIN IMMEDIATE")
                 else:
                     conn.exec_driver_sql("BEGIN")
@@ -582,7 +587,10 @@ class SqliteStorage:
         blob = None
         if image is not None:
             try:
-                blob = base64.b64decode(image, validate=True)
+                base64.b64decode(image, validate=True)
+                # kept as the base64 text it travels as: a claim splices it into the wire
+                # JSON as it is (the alphabet needs no escaping), no re-encoding per send
+                blob = image.encode("ascii") if isinstance(image, str) else bytes(image)
             except (binascii.Error, ValueError, TypeError):
                 raise ValueError(f"event {event_id}: image is not base64") from None
         try:
@@ -652,9 +660,11 @@ class SqliteStorage:
                         )
                     ).inserted_primary_key
                     if blob is not None and new_id is not None:
+                        key, sealed = seal(event_id, blob)
                         conn.execute(
-                            insert(s.outbox_images).values(outbox_id=new_id[0], image=blob)
+                            insert(s.outbox_images).values(outbox_id=new_id[0], image=sealed)
                         )
+                        conn.execute(insert(s.outbox_keys).values(outbox_id=new_id[0], key=key))
                     depth, size = depth + 1, size + nbytes
                     self._counter(conn, "outbox_depth", 1)
                     self._counter(conn, "outbox_bytes", nbytes)
@@ -700,10 +710,15 @@ class SqliteStorage:
                     o.c.event_id,
                     o.c.payload,
                     s.outbox_images.c.image,
+                    s.outbox_keys.c.key,
                     o.c.attempts,
                     o.c.created_at,
                 )
-                .select_from(o.outerjoin(s.outbox_images, s.outbox_images.c.outbox_id == o.c.id))
+                .select_from(
+                    o.outerjoin(s.outbox_images, s.outbox_images.c.outbox_id == o.c.id).outerjoin(
+                        s.outbox_keys, s.outbox_keys.c.outbox_id == o.c.id
+                    )
+                )
                 .where(o.c.next_attempt_at <= now)
                 .where((o.c.claimed_until.is_(None)) | (o.c.claimed_until < now))
                 .order_by(o.c.id)
@@ -720,7 +735,7 @@ class SqliteStorage:
             payload = EventPayload(json.loads(r.payload))
             text = r.payload
             if r.image is not None:
-                b64 = base64.b64encode(r.image).decode("ascii")
+                b64 = unseal(r.event_id, r.key, r.image).decode("ascii")
                 payload["image"] = b64
                 # the stored JSON is an object without "image": splice it in, no re-encoding
                 text = f'{text[:-1]},"image":"{b64}"}}' if len(text) > 2 else f'{{"image":"{b64}"}}'
@@ -729,11 +744,12 @@ class SqliteStorage:
         return items
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
-        """Delete delivered events (row and image); returns how many were still queued."""
+        """Delete delivered events (row, key and sealed image); returns how many were still
+        queued. The keys are zeroed, the images' pages freed as ciphertext (fr_sqlite.sealing)."""
         if not event_ids:
             return 0
         o = s.outbox
-        with self.relaxed_writer.begin() as conn:
+        with self.relaxed_writer.execution_options(fr_sealed_delete=True).begin() as conn:
             gone = delete(o).where(o.c.event_id.in_(list(event_ids)))
             if conn.dialect.delete_returning:  # one statement instead of two
                 rows = conn.execute(gone.returning(o.c.size)).all()
