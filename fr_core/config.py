@@ -33,6 +33,7 @@ from pydantic import (
     model_validator,
 )
 
+from fr_core.emotions import EmotionSettings
 from fr_core.errors import ConfigError
 from fr_core.interfaces import ComponentKind
 
@@ -68,6 +69,35 @@ class ComponentConfig(BaseModel):
     @property
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
+
+
+class RecognitionSettings(BaseModel):
+    """The ``recognition`` block: how faces are tracked and when they are embedded."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_face_size: float = Field(
+        32.0,
+        ge=8.0,
+        le=4096.0,
+        description="shorter side in pixels below which a face is "
+        "not recognised (an embedding of an upscaled tiny face is noise)",
+    )
+    reembed_every_frames: int = Field(
+        15,
+        ge=1,
+        le=10000,
+        description="a recognised track is embedded again after this many frames (not every frame)",
+    )
+    iou_threshold: float = Field(
+        0.3, gt=0.0, lt=1.0, description="least box overlap that continues a track"
+    )
+    max_missed_frames: int = Field(
+        10, ge=0, le=1000, description="frames a track survives without its face"
+    )
+    image_target_kb: float = Field(
+        50.0, ge=5.0, le=500.0, description="size target of the face JPEG in an event (KB)"
+    )
 
 
 class LoggingConfig(BaseModel):
@@ -146,6 +176,13 @@ class AppConfig(BaseModel):
     accelerator: ComponentConfig | None = Field(None, description="accelerator plugin")
     analyzers: list[ComponentConfig] = Field(
         default_factory=list, description="face analyzers, e.g. emotion"
+    )
+    recognition: RecognitionSettings = Field(
+        default_factory=RecognitionSettings, description="tracking and embedding"
+    )
+    emotions: EmotionSettings = Field(
+        default_factory=EmotionSettings,
+        description="when an emotion analyzer's results become emotion events",
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
 

@@ -5,6 +5,10 @@ It is a frame handler (see :mod:`fr_core.engine`). Faces too small to embed reli
 skipped. A track already recognised is not embedded every frame: its identity is carried
 until ``reembed_every`` frames have passed. Tracks that end are forgotten by the validator at
 once.
+
+With an emotion analyzer, each recognised face (and, if configured, each unrecognised one)
+is analysed every ``analyze_every_n_frames`` processed frames; :mod:`fr_core.emotions` turns
+the analyses into emotion events when an emotion persists.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fr_core.emotions import EmotionPersistence
 from fr_core.errors import FrEdgeError
+from fr_core.events import EmotionEvent
 from fr_core.imaging import compress_image_for_event
 from fr_core.interfaces import Detection, FrameResult
 from fr_core.tracker import IouTracker
@@ -44,8 +50,11 @@ class RecognitionStats:
     embeddings: int = 0
     recognised: int = 0
     events: int = 0
+    analyses: int = 0
+    emotion_events: int = 0
     detect_ms: float = 0.0
     embed_ms: float = 0.0
+    analyze_ms: float = 0.0
 
 
 class RecognitionStage:
@@ -62,6 +71,8 @@ class RecognitionStage:
         image_target_kb: float = 50,
         min_face_size: float = 32.0,
         on_event: Any = None,
+        emotion_analyzer: Any = None,
+        emotions: EmotionPersistence | None = None,
     ) -> None:
         self.detector, self.embedder, self.matcher = detector, embedder, matcher
         self.validator = validator
@@ -69,6 +80,10 @@ class RecognitionStage:
         self.image_target_kb = image_target_kb
         self.min_face_size = min_face_size
         self.on_event = on_event  # called with (event, track) after queueing, for tests/demo
+        self.emotion_analyzer = emotion_analyzer
+        self.emotions = emotions
+        if emotion_analyzer is not None and emotions is None:
+            raise ValueError("an emotion analyzer needs an EmotionPersistence")
         self.stats = RecognitionStats()
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
@@ -95,6 +110,8 @@ class RecognitionStage:
         tracks, ended = self.tracker.update(detections, fid)
         for tid in ended:
             self.validator.forget_track(tid)
+            if self.emotions is not None:
+                self.emotions.forget_track(tid)
         for track in tracks:
             spent = 0.0
             if self.tracker.needs_embedding(track, fid):
@@ -117,11 +134,41 @@ class RecognitionStage:
                 fid,
                 inference_ms=(t1 - t0) * 1000 + spent,
             )
-            if event is None:
-                continue
-            track.confirmed = True
-            event.image = compress_image_for_event(frame, self.image_target_kb, track.bbox)
-            if engine is None or engine.queue_event(event):
-                self.stats.events += 1
-                if self.on_event is not None:
-                    self.on_event(event, track)
+            if event is not None:
+                track.confirmed = True
+                event.image = compress_image_for_event(frame, self.image_target_kb, track.bbox)
+                if engine is None or engine.queue_event(event):
+                    self.stats.events += 1
+                    if self.on_event is not None:
+                        self.on_event(event, track)
+            if self.emotion_analyzer is not None:
+                self._emotion(engine, frame, track, fid, result.timestamp)
+
+    def _emotion(self, engine: Any, frame: Any, track: Any, fid: int, when: float) -> None:
+        assert self.emotions is not None
+        settings = self.emotions.settings
+        if (fid - track.first_frame) % settings.analyze_every_n_frames:
+            return
+        if track.user_id is None and not settings.unknown_faces:
+            return
+        t0 = time.perf_counter()
+        analysis = self.emotion_analyzer.analyze(frame, track.detection)
+        self.stats.analyze_ms += (time.perf_counter() - t0) * 1000
+        self.stats.analyses += 1
+        who = track.user_id or f"track:{track.id}"
+        decision = self.emotions.update(track.id, who, analysis, when)
+        if decision is None:
+            return
+        event = EmotionEvent.create(
+            device_id=self.validator.device_id,
+            user_id=track.user_id,
+            emotion=decision.emotion,
+            confidence=decision.confidence,
+            intensity=decision.intensity,
+            duration_ms=decision.duration_ms,
+            image=compress_image_for_event(frame, self.image_target_kb, track.bbox),
+        )
+        if engine is None or engine.queue_event(event):
+            self.stats.emotion_events += 1
+            if self.on_event is not None:
+                self.on_event(event, track)

@@ -17,6 +17,7 @@ from typing import Any
 
 from fr_core.client import IoTClient, IoTClientConfig
 from fr_core.config import AppConfig
+from fr_core.emotions import EmotionPersistence
 from fr_core.engine import Engine
 from fr_core.errors import ConfigError
 from fr_core.events import format_timestamp, utc_now
@@ -25,6 +26,7 @@ from fr_core.plugins import Registry
 from fr_core.recognition import RecognitionStage
 from fr_core.storage import DatabaseManager
 from fr_core.sync import SyncManager
+from fr_core.tracker import IouTracker
 from fr_core.validator import EventValidator
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,31 @@ class DeviceRunner:
             cfg.cooldown_seconds,
             match_threshold=cfg.match_threshold,
         )
-        self.stage = RecognitionStage(detector, embedder, matcher, validator)
+        rec = cfg.recognition
+        analyzers = [
+            self.engine.components[path]
+            for path, kind, _ in cfg.components()
+            if kind is ComponentKind.ANALYZER
+        ]
+        emotion = next((a for a in analyzers if getattr(a, "name", None) == "emotion"), None)
+        for a in analyzers:
+            if a is not emotion:
+                log.warning(
+                    "analyzer %r is built but only an 'emotion' analyzer produces events; "
+                    "a plugin can use the others through its hooks",
+                    getattr(a, "name", type(a).__name__),
+                )
+        self.stage = RecognitionStage(
+            detector,
+            embedder,
+            matcher,
+            validator,
+            IouTracker(rec.iou_threshold, rec.max_missed_frames, rec.reembed_every_frames),
+            image_target_kb=rec.image_target_kb,
+            min_face_size=rec.min_face_size,
+            emotion_analyzer=emotion,
+            emotions=EmotionPersistence(cfg.emotions) if emotion is not None else None,
+        )
         self.engine.handlers.append(self.stage)
         self.sync = SyncManager(
             self.db, self.client, matcher=matcher, models={embedder.model_name: embedder.dim}

