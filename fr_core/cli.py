@@ -203,7 +203,12 @@ device_config_option = click.option(
     default=None,
     help="Stop after this many frames (default: run until stopped).",
 )
-def run(config_file: Path, max_frames: int | None) -> None:
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an annotated video (boxes, track ids, who, fps) to this .mp4/.avi file.",
+)
+def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None:
     """Run the device: camera, recognition, events to the broker, sync, heartbeats.
 
     Stops on SIGTERM or Ctrl-C within a bounded time (events already queued stay in the
@@ -214,7 +219,7 @@ def run(config_file: Path, max_frames: int | None) -> None:
     cfg = load_config(config_file)
     setup_logging(cfg.logging.level, cfg.logging.format)
     register_secret(cfg.api_key_value())
-    result = DeviceRunner(cfg, build_registry()).run(max_frames=max_frames)
+    result = DeviceRunner(cfg, build_registry(), preview=preview).run(max_frames=max_frames)
     engine = result["engine"]
     rec = result["recognition"]
     box = result["outbox"]
@@ -741,8 +746,17 @@ def broker_compact(data_dir: Path) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Where the broker and device keep their files (default: a temp folder).",
 )
+@click.option(
+    "--preview",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write an annotated video (boxes, track ids, who, fps) to this .mp4/.avi file.",
+)
 def demo(
-    frames: int, source: str | None, enrolments: tuple[str, ...], workdir: Path | None
+    frames: int,
+    source: str | None,
+    enrolments: tuple[str, ...],
+    workdir: Path | None,
+    preview: Path | None,
 ) -> None:
     """Run the whole loop on this machine: no camera, no config, no network needed.
 
@@ -763,6 +777,7 @@ def demo(
         source=source,
         enrol=people or None,
         workdir=workdir,
+        preview=preview,
         echo=click.echo,
     )
 

@@ -25,6 +25,7 @@ from fr_core.config import default_config
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import Registry
+from fr_core.preview import check_preview_path
 
 DEFAULT_ID = "EMP-0001"
 
@@ -78,6 +79,7 @@ def run_demo(
     source: str | None = None,
     enrol: list[tuple[str, Path]] | None = None,
     workdir: Path | None = None,
+    preview: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
 
@@ -85,6 +87,8 @@ def run_demo(
     from fr_core.runner import DeviceRunner
     from fr_core.testing.broker import ReferenceBroker
 
+    if preview is not None:
+        check_preview_path(preview)  # before anything starts
     work = Path(workdir or tempfile.mkdtemp(prefix="fr-edge-demo-"))
     people = enrol or [(DEFAULT_ID, sample_portrait())]
     detector = registry.create(ComponentKind.DETECTOR, "yunet")
@@ -132,7 +136,8 @@ def run_demo(
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        result = DeviceRunner(cfg, registry).run(
+        runner = DeviceRunner(cfg, registry, preview=preview)
+        result = runner.run(
             max_frames=frames if source else None,
             on_started=lambda: echo(
                 f"device {cfg.device_id} running on the simulated camera ({clip}); Ctrl-C stops it"
@@ -151,4 +156,7 @@ def run_demo(
         f"{rec.get('events', 0)} events sent, {len(ledger)} received by the broker, "
         f"{len(beats)} heartbeats"
     )
-    return {"events": ledger, "heartbeats": beats, **result}
+    if runner.preview is not None and runner.preview.frames:
+        echo(f"annotated video: {preview} ({runner.preview.frames} frames)")
+    drawn = runner.preview.annotations if runner.preview is not None else []
+    return {"events": ledger, "heartbeats": beats, "preview": drawn, **result}

@@ -13,6 +13,7 @@ import logging
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fr_core.client import IoTClient, IoTClientConfig
@@ -23,6 +24,7 @@ from fr_core.errors import ConfigError
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import Registry
+from fr_core.preview import PreviewWriter
 from fr_core.recognition import RecognitionStage
 from fr_core.storage import DatabaseManager
 from fr_core.sync import SyncManager
@@ -33,7 +35,9 @@ log = logging.getLogger(__name__)
 
 
 class DeviceRunner:
-    def __init__(self, config: AppConfig, registry: Registry) -> None:
+    def __init__(
+        self, config: AppConfig, registry: Registry, *, preview: Path | None = None
+    ) -> None:
         if config.detector is None or config.embedder is None:
             raise ConfigError(
                 "fr-edge run needs a detector and an embedder block "
@@ -62,6 +66,9 @@ class DeviceRunner:
         self._stop = threading.Event()
         self._heartbeat: threading.Thread | None = None
         self.started_at = time.monotonic()
+        self._names: dict[str, str | None] = {}
+        # checked now (folder writable, known suffix), before anything starts
+        self.preview = PreviewWriter(preview, None) if preview is not None else None
 
     def _queue(self, event: Any) -> None:
         self.db.outbox_append(event.to_dict())
@@ -111,6 +118,12 @@ class DeviceRunner:
             emotions=EmotionPersistence(cfg.emotions) if emotion is not None else None,
         )
         self.engine.handlers.append(self.stage)
+        if self.preview is not None:
+            self.preview.stage = self.stage
+            self.preview.fps = float(cfg.camera.options.get("fps") or 15.0)
+            if cfg.dev_mode:  # names only in dev mode, as everywhere
+                self.preview.name_of = self._display_name
+            self.engine.handlers.append(self.preview)
         self.sync = SyncManager(
             self.db, self.client, matcher=matcher, models={embedder.model_name: embedder.dim}
         )
@@ -120,6 +133,13 @@ class DeviceRunner:
         self.sync.start_periodic_sync(cfg.sync_interval_minutes)
         self._heartbeat = threading.Thread(target=self._beat, name="fr-heartbeat", daemon=True)
         self._heartbeat.start()
+
+    def _display_name(self, user_id: str) -> str | None:
+        found = self._names.get(user_id, "")
+        if found == "":
+            enrolment = self.db.get_enrollment(user_id)
+            found = self._names[user_id] = enrolment.display_name if enrolment else None
+        return found
 
     def heartbeat_payload(self) -> dict[str, Any]:
         telemetry = self.engine.component(ComponentKind.TELEMETRY)
@@ -185,4 +205,6 @@ class DeviceRunner:
             self.sync.stop(timeout=5)
         self.client.stop(timeout=5)
         self.engine.stop()
+        if self.preview is not None:
+            self.preview.close()
         self.db.close()
