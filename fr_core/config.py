@@ -164,6 +164,13 @@ class AppConfig(BaseModel):
     heartbeat_interval_seconds: float = Field(
         60.0, ge=1.0, le=86400.0, description="seconds between two heartbeats"
     )
+    camera_watchdog_seconds: float = Field(
+        10.0,
+        ge=0.0,
+        le=3600.0,
+        description="a camera that delivers no frame for this long is closed and reopened "
+        "(0: never)",
+    )
     camera: ComponentConfig = Field(
         ComponentConfig(plugin="sim"), description="camera source plugin and its options"
     )

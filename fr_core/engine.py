@@ -9,6 +9,8 @@ This is the skeleton the vision pipeline grows on. It already owns what every st
 * a frame loop that reads the camera with a timeout, never queues frames (a slow stage makes
   the camera drop frames, which are counted), reopens a failed source with a capped backoff,
   and stops within a bounded time when :meth:`Engine.request_stop` is called;
+* a camera watchdog: a source that delivers no frame for ``camera_watchdog_seconds`` (only
+  timeouts) is closed and reopened, whatever its back-end;
 * figures for heartbeats and the CLI (:class:`EngineStats`).
 
 Per-frame work is a list of :data:`FrameHandler` callables; the recognition stages (detector,
@@ -45,6 +47,7 @@ class EngineStats:
     timeouts: int = 0
     camera_errors: int = 0
     camera_reopens: int = 0
+    camera_stalls: int = 0
     camera_dropped: int = 0
     events_queued: int = 0
     events_vetoed: int = 0
@@ -167,6 +170,8 @@ class Engine:
             raise FrEdgeError("engine is not started: call start() first")
         deadline = time.monotonic() + max_seconds if max_seconds else None
         backoff = 0.5
+        watchdog = self.config.camera_watchdog_seconds
+        last_frame = time.monotonic()
         while not self._stop.is_set():
             if max_frames is not None and self.stats.frames >= max_frames:
                 break
@@ -175,10 +180,17 @@ class Engine:
             result = self.camera.read(self.read_timeout)
             if result.status is ReadStatus.FRAME:
                 backoff = 0.5
+                last_frame = time.monotonic()
                 self.stats.frames += 1
                 self._handle(result)
             elif result.status is ReadStatus.TIMEOUT:
                 self.stats.timeouts += 1
+                silent = time.monotonic() - last_frame
+                if watchdog and silent >= watchdog:
+                    self.stats.camera_stalls += 1
+                    log.warning("camera delivered no frame for %.1fs; reopening it", silent)
+                    self._reopen_camera()
+                    last_frame = time.monotonic()
             elif result.status is ReadStatus.EOS:
                 log.info("camera reached the end of its stream")
                 break
@@ -188,17 +200,20 @@ class Engine:
                 if self._stop.wait(backoff):
                     break
                 backoff = min(backoff * 2, self.max_reopen_backoff)
-                try:
-                    self.camera.close()
-                    self.camera.open()
-                    self.stats.camera_reopens += 1
-                except Exception as exc:
-                    log.warning("camera reopen failed: %s", exc)
+                self._reopen_camera()
         self.stats.camera_dropped = int(getattr(self.camera, "dropped", 0))
         self.stats.stage_ms = {
             name: round(1000 * sum(v) / len(v), 3) for name, v in self._handler_time.items() if v
         }
         return self.stats
+
+    def _reopen_camera(self) -> None:
+        try:
+            self.camera.close()
+            self.camera.open()
+            self.stats.camera_reopens += 1
+        except Exception as exc:
+            log.warning("camera reopen failed: %s", exc)
 
     def _handle(self, result: FrameResult) -> None:
         for handler in self.handlers:

@@ -1,4 +1,5 @@
-"""HAL contract tests (every camera/telemetry/accelerator that loads here) and the sim HAL."""
+"""HAL contract tests (every camera/telemetry/accelerator that loads here: sim, linux, and
+jetson on a Jetson) and the sim HAL in detail."""
 
 from __future__ import annotations
 
@@ -17,11 +18,15 @@ from fr_core.interfaces import (
     Telemetry,
 )
 from fr_core.plugins import build_registry
+from fr_core.testing import shared_data_dir
 
 REGISTRY = build_registry()
 
 # Options that give each camera back-end a short, finite stream for the contract tests.
-CONTRACT_OPTIONS = {"sim": {"frames": 12, "width": 64, "height": 48}}
+CONTRACT_OPTIONS = {
+    "sim": {"frames": 12, "width": 64, "height": 48},
+    "opencv": {"source": str(shared_data_dir() / "faces" / "short_hamilton_clip.mp4")},
+}
 
 
 @pytest.fixture(params=REGISTRY.names(ComponentKind.CAMERA, available_only=True))
