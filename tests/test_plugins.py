@@ -81,7 +81,7 @@ def test_unknown_name_lists_available_and_why_others_are_missing(fake_distributi
     with pytest.raises(UnknownComponentError) as exc:
         registry.get(ComponentKind.CAMERA, "csi")
     msg = str(exc.value)
-    assert "unknown camera 'csi'; available: sim" in msg
+    assert "unknown camera 'csi'; available: opencv, sim" in msg
     assert "plugin 'fake_trt' failed to load" in msg
     assert "No module named 'tensorrt_that_is_not_here'" in msg
     # the other plugins still work
