@@ -78,6 +78,13 @@ def test_accelerator_contract(name):
     out = np.empty_like(host)
     acc.synchronize()
     assert np.array_equal(acc.to_host(dev, out), host)
+    # allocate, upload, read back; the pointer is an address a runtime can be given
+    buf = acc.alloc((2, 3, 4), np.float32)
+    acc.upload(buf, host * 2)
+    acc.synchronize()
+    assert np.array_equal(acc.to_host(buf), host * 2)
+    assert isinstance(acc.pointer(buf), int) and acc.pointer(buf) != 0
+    assert isinstance(acc.stream_handle(), int)
     acc.close()
 
 

@@ -22,6 +22,20 @@ class NumpyAccelerator:
         np.copyto(out, buffer)
         return out
 
+    def alloc(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        return np.zeros(shape, dtype)
+
+    def upload(self, buffer: Any, array: np.ndarray) -> None:
+        if buffer.shape != array.shape:
+            raise ValueError(f"upload of {array.shape} into a buffer of {buffer.shape}")
+        np.copyto(buffer, array, casting="same_kind")
+
+    def pointer(self, buffer: Any) -> int:
+        return int(buffer.ctypes.data)
+
+    def stream_handle(self) -> int:
+        return 0  # host memory: copies are done when the call returns
+
     def synchronize(self) -> None:
         return None
 

@@ -1,0 +1,173 @@
+"""YuNet, SFace and the emotion model as TensorRT engines, with the pre- and
+post-processing of the CPU plugin (fr_cpu), so both back-ends report the same thing.
+
+The engines have fixed shapes: YuNet 640 x 640 (a frame is scaled to fit, padded, and the
+faces scaled back), SFace 112 x 112, emotion 64 x 64.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from fr_cpu import yunet_post
+from fr_cpu.align import align_112
+from fr_cpu.emotion import LABELS, face_input, resolve_emotion_model
+from fr_cpu.models import resolve_model
+from pydantic import BaseModel, ConfigDict, Field
+
+from fr_core.errors import FrEdgeError
+from fr_core.interfaces import AnalysisResult, Detection
+from fr_tensorrt.runner import TrtModel
+
+YUNET_SIDE = 640
+
+
+class TrtConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: Path | None = Field(None, description="ONNX file; default: the CPU plugin's")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    precision: Literal["fp16", "fp32"] = Field(
+        "fp16", description="fp16 where the GPU has fast FP16 (Orin has), else fp32"
+    )
+    cache_dir: Path | None = Field(
+        None, description="where engines are kept; default ~/.cache/fr-edge/engines"
+    )
+    workspace_mb: int = Field(256, ge=16, le=16384, description="builder workspace")
+
+
+class YuNetTrtConfig(TrtConfig):
+    score_threshold: float = Field(0.6, gt=0, lt=1)
+    nms_threshold: float = Field(0.3, gt=0, lt=1)
+    top_k: int = Field(100, ge=1, le=5000)
+
+
+def _model(
+    cfg: TrtConfig, default: str, accelerator: Any, shapes: dict[str, Any], trt: Any
+) -> TrtModel:
+    path = resolve_model(default, cfg.model_path, cfg.sha256)
+    return TrtModel(
+        path,
+        accelerator,
+        precision=cfg.precision,
+        shapes=shapes,
+        cache_dir=cfg.cache_dir,
+        workspace_mb=cfg.workspace_mb,
+        trt=trt,
+    )
+
+
+class YuNetTrt:
+    def __init__(self, config: YuNetTrtConfig, accelerator: Any, trt: Any = None) -> None:
+        self.config = config
+        self.model = _model(
+            config,
+            "face_detection_yunet_2023mar_int8bq.onnx",
+            accelerator,
+            {"input": (1, 3, YUNET_SIDE, YUNET_SIDE)},
+            trt,
+        )
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        import cv2
+
+        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.dtype != np.uint8:
+            raise ValueError("frame must be an H x W x 3 uint8 BGR array")
+        h, w = frame.shape[:2]
+        scale = min(1.0, YUNET_SIDE / max(h, w))
+        img = (
+            frame
+            if scale == 1.0
+            else cv2.resize(
+                frame,
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
+        )
+        canvas = np.zeros((YUNET_SIDE, YUNET_SIDE, 3), np.uint8)
+        canvas[: img.shape[0], : img.shape[1]] = img
+        outputs = self.model.infer({"input": yunet_post.preprocess(canvas)})
+        faces = yunet_post.decode(
+            outputs,
+            (YUNET_SIDE, YUNET_SIDE),
+            self.config.score_threshold,
+            self.config.nms_threshold,
+            self.config.top_k,
+        )
+        return [
+            Detection(
+                tuple(v / scale for v in d.bbox),
+                d.score,
+                None if d.landmarks is None else np.asarray(d.landmarks) / scale,
+            )
+            for d in faces
+        ]
+
+
+class SFaceTrt:
+    model_name = "SFace"  # the same embeddings as fr_cpu's sface: one gallery serves both
+    dim = 128
+
+    def __init__(self, config: TrtConfig, accelerator: Any, trt: Any = None) -> None:
+        # aligned without cv2.FaceRecognizerSF: JetPack's OpenCV 4.8 cannot parse the model
+        self.model = _model(
+            config,
+            "face_recognition_sface_2021dec_int8bq.onnx",
+            accelerator,
+            {"data": (1, 3, 112, 112)},
+            trt,
+        )
+        (self._output,) = self.model.outputs
+
+    def embed(self, frame: np.ndarray, detection: Detection) -> np.ndarray:
+        import cv2
+
+        if detection.landmarks is None:
+            raise FrEdgeError("SFace needs the detector's 5 landmarks")
+        row = np.concatenate(
+            [
+                np.asarray(detection.bbox, np.float32),
+                np.asarray(detection.landmarks, np.float32).reshape(-1),
+                np.asarray([detection.score], np.float32),
+            ]
+        )
+        crop = align_112(frame, row[4:14])
+        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
+        out = self.model.infer({"data": blob})[self._output].reshape(-1)
+        norm = float(np.linalg.norm(out))
+        if not np.isfinite(norm) or norm == 0:
+            raise FrEdgeError("SFace produced a degenerate embedding for this face")
+        result: Any = (out / norm).astype(np.float32)
+        return result
+
+
+class EmotionTrtConfig(TrtConfig):
+    margin: float = Field(0.1, ge=0.0, le=1.0)
+    onnx_cache_dir: Path | None = Field(None, description="where the converted ONNX is kept")
+
+
+class EmotionTrt:
+    name = "emotion"
+
+    def __init__(self, config: EmotionTrtConfig, accelerator: Any, trt: Any = None) -> None:
+        self.config = config
+        path = resolve_emotion_model(config.model_path, config.sha256, config.onnx_cache_dir)
+        self.model = TrtModel(
+            path,
+            accelerator,
+            precision=config.precision,
+            shapes={"input": (1, 1, 64, 64)},
+            cache_dir=config.cache_dir,
+            workspace_mb=config.workspace_mb,
+            trt=trt,
+        )
+
+    def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
+        probs = self.model.infer({"input": face_input(frame, detection.bbox, self.config.margin)})
+        p = next(iter(probs.values())).reshape(-1)
+        best = int(np.argmax(p))
+        return AnalysisResult(
+            LABELS[best], float(p[best]), {k: float(v) for k, v in zip(LABELS, p, strict=True)}
+        )
