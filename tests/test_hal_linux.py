@@ -115,6 +115,17 @@ def test_bad_sources_are_named():
         OpenCvCameraConfig(source="/nope/cam.mp4")
     with pytest.raises(ValueError, match="must name a device"):
         OpenCvCameraConfig(source="  ")
+    # a GStreamer pipeline (a Jetson CSI camera) is a source too, with the gstreamer backend
+    csi = (
+        "nvarguscamerasrc ! video/x-raw(memory:NVMM) ! nvvidconv ! video/x-raw,format=BGRx "
+        "! appsink"
+    )
+    cfg = OpenCvCameraConfig(source=csi, backend="gstreamer")
+    assert cfg.is_pipeline and not cfg.is_file
+    with pytest.raises(ValueError, match="must end in appsink"):
+        OpenCvCameraConfig(source="v4l2src ! fakesink", backend="gstreamer")
+    with pytest.raises(ValueError, match="does not exist"):
+        OpenCvCameraConfig(source=csi)  # without the gstreamer backend it is just a name
 
 
 def test_the_engine_watchdog_reopens_a_silent_camera():

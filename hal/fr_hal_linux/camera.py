@@ -23,7 +23,7 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import FrameResult, ReadStatus
@@ -66,16 +66,33 @@ class OpenCvCameraConfig(BaseModel):
         v = v.strip()
         if not v:
             raise ValueError("must name a device, a stream URL or a file")
-        if "://" not in v and not v.isdigit() and not os.path.exists(v):
-            raise ValueError(f"{v!r} does not exist (a device such as /dev/video0, or a file)")
         return v
+
+    @model_validator(mode="after")
+    def _exists(self) -> OpenCvCameraConfig:
+        v = self.source
+        if self.is_pipeline:
+            if "appsink" not in v:
+                raise ValueError("source: a GStreamer pipeline must end in appsink")
+        elif "://" not in v and not v.isdigit() and not os.path.exists(v):
+            raise ValueError(
+                f"source: {v!r} does not exist (a device such as /dev/video0, or a file)"
+            )
+        return self
+
+    @property
+    def is_pipeline(self) -> bool:
+        """A GStreamer pipeline (backend gstreamer, with "!" between elements), as for a
+        CSI camera on a Jetson: ``nvarguscamerasrc ! ... ! appsink``."""
+        return self.backend == "gstreamer" and "!" in self.source
 
     @property
     def is_file(self) -> bool:
         return (
             "://" not in self.source
             and not self.source.isdigit()
-            and not (self.source.startswith("/dev/"))
+            and not self.source.startswith("/dev/")
+            and not self.is_pipeline
         )
 
 
