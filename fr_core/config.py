@@ -36,6 +36,7 @@ from pydantic import (
 from fr_core.emotions import EmotionSettings
 from fr_core.errors import ConfigError
 from fr_core.interfaces import ComponentKind
+from fr_core.metrics import MetricsSettings
 
 API_KEY_ENV = "FR_API_KEY"
 SECRET_WORDS = ("api_key", "password", "secret", "token", "passphrase", "private_key")
@@ -190,6 +191,9 @@ class AppConfig(BaseModel):
     emotions: EmotionSettings = Field(
         default_factory=EmotionSettings,
         description="when an emotion analyzer's results become emotion events",
+    )
+    metrics: MetricsSettings = Field(
+        default_factory=MetricsSettings, description="Prometheus endpoint of fr-edge run"
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
 

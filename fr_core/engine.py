@@ -201,9 +201,19 @@ class Engine:
                     break
                 backoff = min(backoff * 2, self.max_reopen_backoff)
                 self._reopen_camera()
-        self.stats.camera_dropped = int(getattr(self.camera, "dropped", 0))
+        self.refresh_stats()
+        return self.stats
+
+    def refresh_stats(self) -> EngineStats:
+        """Bring the figures gathered elsewhere (camera drops, stage times) up to date; safe
+        to call from another thread while the loop runs (heartbeats, metrics)."""
+        camera = self.components.get("camera")
+        if camera is not None:
+            self.stats.camera_dropped = int(getattr(camera, "dropped", 0))
         self.stats.stage_ms = {
-            name: round(1000 * sum(v) / len(v), 3) for name, v in self._handler_time.items() if v
+            name: round(1000 * sum(v) / len(v), 3)
+            for name, v in list(self._handler_time.items())
+            if v
         }
         return self.stats
 

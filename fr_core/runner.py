@@ -23,6 +23,7 @@ from fr_core.engine import Engine
 from fr_core.errors import ConfigError
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
+from fr_core.metrics import MetricsServer
 from fr_core.plugins import Registry
 from fr_core.preview import PreviewWriter
 from fr_core.recognition import RecognitionStage
@@ -67,6 +68,7 @@ class DeviceRunner:
         self._heartbeat: threading.Thread | None = None
         self.started_at = time.monotonic()
         self._names: dict[str, str | None] = {}
+        self.metrics: MetricsServer | None = None
         # checked now (folder writable, known suffix), before anything starts
         self.preview = PreviewWriter(preview, None) if preview is not None else None
 
@@ -133,6 +135,9 @@ class DeviceRunner:
         self.sync.start_periodic_sync(cfg.sync_interval_minutes)
         self._heartbeat = threading.Thread(target=self._beat, name="fr-heartbeat", daemon=True)
         self._heartbeat.start()
+        if cfg.metrics.enabled:
+            self.metrics = MetricsServer(cfg.metrics, self)
+            self.metrics.start()
 
     def _display_name(self, user_id: str) -> str | None:
         found = self._names.get(user_id, "")
@@ -143,7 +148,7 @@ class DeviceRunner:
 
     def heartbeat_payload(self) -> dict[str, Any]:
         telemetry = self.engine.component(ComponentKind.TELEMETRY)
-        stats = self.engine.stats
+        stats = self.engine.refresh_stats()
         return {
             "device_id": self.config.device_id,
             "timestamp": format_timestamp(utc_now()),
@@ -151,6 +156,13 @@ class DeviceRunner:
             "fps": round(stats.fps, 2),
             "frames": stats.frames,
             "dropped_frames": stats.camera_dropped,
+            "camera": {
+                "timeouts": stats.timeouts,
+                "errors": stats.camera_errors,
+                "reopens": stats.camera_reopens,
+                "stalls": stats.camera_stalls,
+            },
+            "stage_ms": stats.stage_ms,
             "recognition": vars(self.stage.stats) if self.stage else {},
             "telemetry": telemetry.sample() if telemetry is not None else {},
             "outbox": self.client.stats(),
@@ -201,6 +213,8 @@ class DeviceRunner:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.sync is not None:
             self.sync.stop(timeout=5)
         self.client.stop(timeout=5)
