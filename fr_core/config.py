@@ -90,6 +90,19 @@ class RecognitionSettings(BaseModel):
         le=10000,
         description="a recognised track is embedded again after this many frames (not every frame)",
     )
+    stable_after_frames: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="consecutive agreeing embeddings after which a track's identity is carried "
+        "(default: confirmation_frames)",
+    )
+    unknown_recheck_frames: int = Field(
+        5,
+        ge=1,
+        le=10000,
+        description="a stable unrecognised track is embedded again after this many frames",
+    )
     iou_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="least box overlap that continues a track"
     )

@@ -183,6 +183,11 @@ class Engine:
                 last_frame = time.monotonic()
                 self.stats.frames += 1
                 self._handle(result)
+                if self.stats.frames == 1:
+                    log.info(
+                        "first frame processed %.2fs after the engine started",
+                        time.monotonic() - self.stats.started_at,
+                    )
             elif result.status is ReadStatus.TIMEOUT:
                 self.stats.timeouts += 1
                 silent = time.monotonic() - last_frame

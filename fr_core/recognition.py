@@ -122,8 +122,11 @@ class RecognitionStage:
                 self.stats.embed_ms += spent
                 self.stats.embeddings += 1
                 user, distance = (hits[0].user_id, hits[0].distance) if hits else (None, 1.0)
-                if user != track.user_id:
+                if user != track.user_id or track.streak == 0:
                     track.confirmed = False  # a different face, or a changed mind
+                    track.streak = 1
+                else:
+                    track.streak += 1
                 track.user_id, track.distance, track.embedded_frame = user, distance, fid
             if track.user_id is not None:
                 self.stats.recognised += 1

@@ -40,6 +40,7 @@ class Track:
     distance: float = 1.0
     confirmed: bool = False  # the EventValidator confirmed user_id on this track
     embedded_frame: int = -(10**9)  # frame of the last embedding
+    streak: int = 0  # consecutive embeddings that gave user_id (a user, or nobody)
     labels: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -49,10 +50,26 @@ class Track:
 
 class IouTracker:
     def __init__(
-        self, iou_threshold: float = 0.3, max_missed: int = 10, reembed_every: int = 15
+        self,
+        iou_threshold: float = 0.3,
+        max_missed: int = 10,
+        reembed_every: int = 15,
+        *,
+        stable_after: int = 5,
+        unknown_recheck: int = 5,
     ) -> None:
-        if not 0 < iou_threshold < 1 or max_missed < 0 or reembed_every < 1:
-            raise ValueError("need 0 < iou_threshold < 1, max_missed >= 0, reembed_every >= 1")
+        if (
+            not 0 < iou_threshold < 1
+            or max_missed < 0
+            or reembed_every < 1
+            or stable_after < 1
+            or unknown_recheck < 1
+        ):
+            raise ValueError(
+                "need 0 < iou_threshold < 1, max_missed >= 0, and reembed_every, "
+                "stable_after, unknown_recheck >= 1"
+            )
+        self.stable_after, self.unknown_recheck = stable_after, unknown_recheck
         self.iou_threshold, self.max_missed, self.reembed_every = (
             iou_threshold,
             max_missed,
@@ -99,8 +116,19 @@ class IouTracker:
         return seen, ended
 
     def needs_embedding(self, track: Track, frame: int) -> bool:
-        """Embed every frame until the track's identity is *confirmed* (an event was
-        emitted for it); after that only every ``reembed_every`` frames, carrying the
-        identity in between. Carrying an unconfirmed match would let one lucky frame stand
-        in for many."""
-        return not track.confirmed or frame - track.embedded_frame >= self.reembed_every
+        """Embed every frame until the track's identity is settled; then only now and then,
+        carrying the identity in between.
+
+        Settled means confirmed (an event was emitted for it) or stable: ``stable_after``
+        consecutive embeddings gave the same answer. A recognised identity is then checked
+        every ``reembed_every`` frames; "nobody" every ``unknown_recheck`` frames (sooner:
+        the person may turn towards the camera). One lucky frame never stands in for many:
+        an identity is carried only after as many agreeing embeddings as the EventValidator
+        needs to confirm it (both default to 5).
+        """
+        since = frame - track.embedded_frame
+        if track.confirmed:
+            return since >= self.reembed_every
+        if track.streak >= self.stable_after:
+            return since >= (self.reembed_every if track.user_id else self.unknown_recheck)
+        return True

@@ -70,6 +70,48 @@ def test_embedding_is_skipped_for_known_faces():
     assert not tr.needs_embedding(t, 9) and tr.needs_embedding(t, 10)
 
 
+def test_a_stable_identity_is_carried_and_rechecked():
+    tr = IouTracker(reembed_every=15, stable_after=5, unknown_recheck=4)
+    t = tr.update([det(0, 0)], 0)[0][0]
+    t.user_id, t.embedded_frame = "EMP-1", 10
+    for streak in range(1, 5):  # fewer agreeing embeddings than the validator needs
+        t.streak = streak
+        assert tr.needs_embedding(t, 11)
+    t.streak = 5  # as many as the validator needs: carried, checked every 15 frames
+    assert not tr.needs_embedding(t, 24) and tr.needs_embedding(t, 25)
+    t.user_id = None  # nobody, stably: checked sooner, the person may turn to the camera
+    assert not tr.needs_embedding(t, 13) and tr.needs_embedding(t, 14)
+
+
+def test_the_stage_counts_agreeing_embeddings_and_resets_on_a_change(fr_data):
+    """Real models on the Hamilton clip: the streak grows while the embeddings agree, a
+    different answer starts it again and un-confirms the track."""
+    import cv2
+    from fr_numpy import NumpyMatcher
+
+    from fr_core import EventValidator
+    from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+    from fr_core.plugins import build_registry
+    from fr_core.recognition import RecognitionStage
+
+    reg = build_registry()
+    d, e = reg.create(ComponentKind.DETECTOR, "yunet"), reg.create(ComponentKind.EMBEDDER, "sface")
+    photo = cv2.imread(str(fr_data / "faces" / "obama.jpg"))
+    face = d.detect(photo)[0]
+    m = NumpyMatcher(threshold=0.637)
+    m.replace_gallery("SFace", ["EMP-OBAMA"], e.embed(photo, face)[None, :])
+    stage = RecognitionStage(d, e, m, EventValidator("cam-001", 5, 0.8, 3600))
+    for i in range(8):
+        stage(None, FrameResult(ReadStatus.FRAME, photo, i, i / 10))
+    (track,) = stage.tracker.tracks.values()
+    assert track.user_id == "EMP-OBAMA" and track.streak == 5 and track.confirmed
+    assert stage.stats.embeddings == 5  # frames 5-7 carried the identity
+    m.replace_gallery("SFace", ["EMP-OTHER"], -e.embed(photo, face)[None, :])
+    for i in range(8, 8 + 16):
+        stage(None, FrameResult(ReadStatus.FRAME, photo, i, i / 10))
+    assert track.user_id is None and not track.confirmed and 1 <= track.streak <= 5
+
+
 @given(
     st.lists(st.lists(st.tuples(st.integers(0, 600), st.integers(0, 400)), max_size=5), max_size=30)
 )
