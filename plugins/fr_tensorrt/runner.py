@@ -31,8 +31,12 @@ def prune_unused_inputs(data: bytes) -> bytes:
     """The model without graph inputs no node reads. The int8bq SFace file declares 29 such
     leftovers (its weights before quantization); TensorRT's parser would make each a network
     input the engine then waits for."""
-    import onnx
-
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError(
+            "the TensorRT plugin needs the onnx package: pip install 'fr-edge[jetson]'"
+        ) from None
     model = onnx.load_from_string(data)
     used = {name for node in model.graph.node for name in node.input}
     unused = [i for i in model.graph.input if i.name not in used]
