@@ -276,8 +276,11 @@ class Registry:
         return reg
 
     def _unknown_message(self, kind: ComponentKind, name: str) -> str:
-        available = self.names(kind)
+        available = self.names(kind, available_only=True)
         msg = f"unknown {kind.value} {name!r}; available: {', '.join(available) or 'none'}"
+        absent = [r for r in self.registrations(kind) if r.unavailable]
+        if absent:
+            msg += "; not usable here: " + "; ".join(f"{r.name} ({r.unavailable})" for r in absent)
         if self.load_errors:
             why = "; ".join(
                 f"plugin {e.plugin!r} failed to load ({e.error})" for e in self.load_errors
