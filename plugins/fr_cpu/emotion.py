@@ -20,8 +20,6 @@ import hashlib
 import importlib.util
 import json
 import logging
-import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from fr_core.files import atomic_write, cache_root
 from fr_core.interfaces import AnalysisResult, Detection
 from fr_cpu.models import ModelFileError, sha256
 
@@ -271,10 +270,7 @@ def keras_h5_to_onnx(h5_path: Path) -> bytes:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("FR_EDGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fr-edge"
-    )
-    return Path(base) / "models"
+    return cache_root() / "models"
 
 
 def converted_model(h5_path: Path, h5_digest: str, folder: Path | None = None) -> Path:
@@ -290,17 +286,8 @@ def converted_model(h5_path: Path, h5_digest: str, folder: Path | None = None) -
     log.info("converting %s to ONNX (once; cached in %s)", h5_path.name, folder)
     data = keras_h5_to_onnx(h5_path)
     folder.mkdir(parents=True, exist_ok=True)
-    for path, content in ((target, data), (record, hashlib.sha256(data).hexdigest().encode())):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(content)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    atomic_write(target, data)
+    atomic_write(record, hashlib.sha256(data).hexdigest().encode())
     return target
 
 
@@ -375,6 +362,16 @@ def face_input(frame: np.ndarray, bbox: Any, margin: float) -> np.ndarray:
     return scaled[None, None, :, :]
 
 
+def emotion_result(probs: np.ndarray) -> AnalysisResult:
+    """The most probable emotion, with all seven probabilities, from the model's output."""
+    p = np.asarray(probs, np.float32).reshape(-1)
+    if p.shape != (len(LABELS),) or not np.all(np.isfinite(p)):
+        raise ModelFileError(f"the emotion model gave {p.shape} values, expected 7 finite")
+    best = int(np.argmax(p))
+    scores = {k: float(v) for k, v in zip(LABELS, p, strict=True)}
+    return AnalysisResult(LABELS[best], float(p[best]), scores)
+
+
 class EmotionAnalyzer:
     """``analyze(frame, detection)``: the most probable of the seven emotions, with all seven
     probabilities."""
@@ -403,9 +400,4 @@ class EmotionAnalyzer:
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
         probs = self.scores(face_input(frame, detection.bbox, self.config.margin))
-        best = int(np.argmax(probs))
-        return AnalysisResult(
-            LABELS[best],
-            float(probs[best]),
-            {k: float(v) for k, v in zip(LABELS, probs, strict=True)},
-        )
+        return emotion_result(probs)

@@ -6,7 +6,6 @@ import hashlib
 import importlib.resources
 import threading
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -178,15 +177,27 @@ class SFaceEmbedder:
         return crop
 
     def embed(self, frame: np.ndarray, detection: Detection) -> np.ndarray:
-        import cv2
-
-        crop = self.align(frame, detection)
-        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
+        blob = sface_input(self.align(frame, detection))
         with self._lock:
             self._net.setInput(blob, "data")
-            out = np.asarray(self._net.forward(), np.float32).reshape(-1)
-        norm = float(np.linalg.norm(out))
-        if not np.isfinite(norm) or norm == 0:
-            raise FrEdgeError("SFace produced a degenerate embedding for this face")
-        result: Any = (out / norm).astype(np.float32)
-        return result
+            out = np.asarray(self._net.forward(), np.float32)
+        return normalised_embedding(out)
+
+
+def sface_input(crop: np.ndarray) -> np.ndarray:
+    """SFace's input for an aligned 112 x 112 BGR crop: 1 x 3 x 112 x 112, RGB, unscaled."""
+    import cv2
+
+    blob: np.ndarray = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
+    return blob
+
+
+def normalised_embedding(out: np.ndarray) -> np.ndarray:
+    """The network's output as an L2-normalised float32 vector; an error for a degenerate
+    one (zero or not finite), which must never reach the matcher."""
+    vec = np.asarray(out, np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vec))
+    if not np.isfinite(norm) or norm == 0:
+        raise FrEdgeError("SFace produced a degenerate embedding for this face")
+    result: np.ndarray = (vec / norm).astype(np.float32)
+    return result

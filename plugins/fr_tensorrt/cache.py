@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from fr_core.files import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -94,19 +94,6 @@ class EngineCache:
             "engine_sha256": hashlib.sha256(plan).hexdigest(),
             "built": built,
         }
-        _atomic_write(engine, plan)
-        _atomic_write(record, json.dumps(meta, indent=2).encode())
+        atomic_write(engine, plan)
+        atomic_write(record, json.dumps(meta, indent=2).encode())
         return engine
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

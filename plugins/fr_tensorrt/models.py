@@ -13,8 +13,8 @@ from typing import Any, Literal
 import numpy as np
 from fr_cpu import yunet_post
 from fr_cpu.align import align_112
-from fr_cpu.emotion import LABELS, face_input, resolve_emotion_model
-from fr_cpu.models import resolve_model
+from fr_cpu.emotion import emotion_result, face_input, resolve_emotion_model
+from fr_cpu.models import normalised_embedding, resolve_model, sface_input
 from pydantic import BaseModel, ConfigDict, Field
 
 from fr_core.errors import FrEdgeError
@@ -122,25 +122,10 @@ class SFaceTrt:
         (self._output,) = self.model.outputs
 
     def embed(self, frame: np.ndarray, detection: Detection) -> np.ndarray:
-        import cv2
-
         if detection.landmarks is None:
             raise FrEdgeError("SFace needs the detector's 5 landmarks")
-        row = np.concatenate(
-            [
-                np.asarray(detection.bbox, np.float32),
-                np.asarray(detection.landmarks, np.float32).reshape(-1),
-                np.asarray([detection.score], np.float32),
-            ]
-        )
-        crop = align_112(frame, row[4:14])
-        blob = cv2.dnn.blobFromImage(crop, 1.0, (112, 112), (0, 0, 0), swapRB=True)
-        out = self.model.infer({"data": blob})[self._output].reshape(-1)
-        norm = float(np.linalg.norm(out))
-        if not np.isfinite(norm) or norm == 0:
-            raise FrEdgeError("SFace produced a degenerate embedding for this face")
-        result: Any = (out / norm).astype(np.float32)
-        return result
+        blob = sface_input(align_112(frame, np.asarray(detection.landmarks)))
+        return normalised_embedding(self.model.infer({"data": blob})[self._output])
 
 
 class EmotionTrtConfig(TrtConfig):
@@ -166,8 +151,4 @@ class EmotionTrt:
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
         probs = self.model.infer({"input": face_input(frame, detection.bbox, self.config.margin)})
-        p = next(iter(probs.values())).reshape(-1)
-        best = int(np.argmax(p))
-        return AnalysisResult(
-            LABELS[best], float(p[best]), {k: float(v) for k, v in zip(LABELS, p, strict=True)}
-        )
+        return emotion_result(next(iter(probs.values())))

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fr_core.files import cache_root
 from fr_tensorrt import api
 from fr_tensorrt.cache import EngineCache, engine_key
 
@@ -19,12 +20,7 @@ log = logging.getLogger(__name__)
 
 
 def default_cache_dir() -> Path:
-    import os
-
-    base = os.environ.get("FR_EDGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "fr-edge"
-    )
-    return Path(base) / "engines"
+    return cache_root() / "engines"
 
 
 def prune_unused_inputs(data: bytes) -> bytes:
