@@ -234,5 +234,9 @@ class OutboxWorker:
             "backoff_seconds": round(self.backoff, 1),
             "last_error": self.last_error,
             "dropped_total": box.dropped_total,
+            "rejected_total": box.rejected_total,
             "expired_total": box.expired_total,
+            "policy": box.policy.when_full if box.policy else None,
+            "full": box.full,
+            "corruption_recoveries": int(box.counters.get("corruption_recoveries", 0)),
         }

@@ -114,6 +114,13 @@ class OutboxStats:
     sent_total: int = 0
     failed_attempts_total: int = 0
     counters: Mapping[str, int] = field(default_factory=dict)
+    policy: OutboxPolicy | None = None  # the bounds these figures are measured against
+
+    @property
+    def full(self) -> bool:
+        """At a bound: the next event is dropped or refused, as the policy says."""
+        p = self.policy
+        return p is not None and (self.depth >= p.max_events or self.bytes >= p.max_bytes)
 
 
 @dataclass(frozen=True)

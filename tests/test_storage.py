@@ -182,8 +182,11 @@ def test_a_newer_schema_is_refused(db_path):
 def test_a_file_that_is_not_a_database(tmp_path):
     path = tmp_path / "junk.db"
     path.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(StorageError, match="cannot open the database"):
-        DatabaseManager(str(path)).initialize()
+    from fr_sqlite.store import SqliteStorage
+
+    # refused when asked to; by default moved aside and rebuilt (tests/test_corruption.py)
+    with pytest.raises(StorageError, match=r"junk\.db is corrupt: .*file is not a database"):
+        SqliteStorage(str(path), on_corruption="fail").initialize()
 
 
 def test_use_before_initialize(db_path):

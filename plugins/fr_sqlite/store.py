@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import os
+import sqlite3
 import stat
 import threading
 import time
@@ -77,6 +79,11 @@ class SqliteStorageConfig(BaseModel):
     )
     dev_mode: bool | None = Field(None, description="default: the top-level dev_mode")
     outbox: OutboxOptions = Field(OutboxOptions(), description="outbox bounds and policy")
+    on_corruption: Literal["recover", "fail"] = Field(
+        "recover",
+        description="a corrupt database file at start: move it aside and start empty (then "
+        "a full resync), or fail",
+    )
 
 
 def _now_iso() -> str:
@@ -98,8 +105,16 @@ def _prepare_file(path: Path) -> None:
 class SqliteStorage:
     """See :class:`fr_core.storage.DatabaseManager` for the meaning of each method."""
 
-    def __init__(self, path: str, dev_mode: bool = False, policy: OutboxPolicy | None = None):
+    def __init__(
+        self,
+        path: str,
+        dev_mode: bool = False,
+        policy: OutboxPolicy | None = None,
+        on_corruption: Literal["recover", "fail"] = "recover",
+    ):
         self.dev_mode = dev_mode
+        self.on_corruption = on_corruption
+        self.last_recovery: dict[str, Any] | None = None
         self.policy = policy or OutboxPolicy()
         self._engine: Engine | None = None
         self._target = path
@@ -184,6 +199,80 @@ class SqliteStorage:
         return engine
 
     def initialize(self) -> None:
+        """Create or upgrade the schema. A corrupt file (not a database, or failing SQLite's
+        quick_check) is moved aside and replaced by an empty database, loudly: the next sync
+        is a full resync, and the unsent events in it are counted as lost when they can be
+        counted. ``on_corruption="fail"`` raises a StorageError instead."""
+        try:
+            self._initialize()
+            problem = self._quick_check()
+        except StorageError as exc:
+            if not _is_corruption(exc):
+                raise
+            problem = _short(exc.__cause__ or exc)
+        if problem is None:
+            return
+        file = self._file()
+        if self.on_corruption == "fail" or file is None:
+            raise StorageError(f"the database {self._target} is corrupt: {problem}")
+        self._recover(file, problem)
+        self._initialize()
+        with self.writer.begin() as conn:
+            self._counter(conn, "corruption_recoveries", 1)
+
+    def _file(self) -> Path | None:
+        if "://" not in self._target:
+            return Path(self._target)
+        url = make_url(self._target)
+        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+            return Path(str(url.database))
+        return None
+
+    def _quick_check(self) -> str | None:
+        if self.engine.dialect.name != "sqlite":
+            return None
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.exec_driver_sql("PRAGMA quick_check").fetchall()
+        except SQLAlchemyError as exc:
+            return _short(exc)
+        result = "; ".join(str(r[0]) for r in rows)
+        return None if result == "ok" else result[:300]
+
+    def _recover(self, file: Path, problem: str) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+        unsent: int | None = None
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{file}?mode=ro", uri=True)) as con:
+                unsent = int(con.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        except sqlite3.Error:
+            pass
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        aside = file.with_name(f"{file.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            part = Path(str(file) + suffix)
+            if part.exists():
+                os.replace(part, Path(str(aside) + suffix))
+        lost = (
+            f"{unsent} unsent event(s) in it are LOST"
+            if unsent
+            else "no unsent event could be read from it"
+            if unsent is None
+            else "it held no unsent event"
+        )
+        log.error(
+            "database %s is corrupt (%s): moved to %s and replaced by an empty one; %s; "
+            "the enrolments come back with a full resync at the next sync",
+            file,
+            problem,
+            aside,
+            lost,
+        )
+        self.last_recovery = {"moved_to": str(aside), "problem": problem, "unsent_lost": unsent}
+
+    def _initialize(self) -> None:
         with self._lock:
             if self._engine is None:
                 self._engine = self._make_engine()
@@ -675,6 +764,14 @@ class SqliteStorage:
             raise
         except IntegrityError as exc:
             raise StorageError(f"outbox append failed: {_short(exc)}") from exc
+        except SQLAlchemyError as exc:
+            if "database or disk is full" in str(exc):
+                raise StorageError(
+                    f"the disk is full: {len(rows)} event(s) not stored (the transaction was "
+                    f"rolled back, nothing half-written); free space where {self._target} "
+                    "lives"
+                ) from exc
+            raise StorageError(f"outbox append failed: {_short(exc)}") from exc
 
     def _expire(self, conn: Connection, now: float) -> None:
         # a scan per claim is wasted work: ages move slowly next to the bound (days)
@@ -793,7 +890,16 @@ class SqliteStorage:
             sent_total=c.get("sent_total", 0),
             failed_attempts_total=c.get("failed_attempts_total", 0),
             counters=c,
+            policy=self.policy,
         )
+
+
+_CORRUPTION = ("file is not a database", "malformed", "database corrupt", "disk image")
+
+
+def _is_corruption(exc: BaseException) -> bool:
+    text = f"{exc} {exc.__cause__ or ''}".lower()
+    return any(marker in text for marker in _CORRUPTION)
 
 
 def _short(exc: BaseException) -> str:
