@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fr_core.config import API_KEY_ENV
-from fr_core.errors import FrEdgeError, TransportProtocolError
+from fr_core.errors import FrEdgeError, TransportProtocolError, TransportUnavailable
 from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
 from fr_core.logsetup import register_secret
 from fr_core.outbox import OutboxWorker
@@ -60,6 +61,63 @@ class IoTClientConfig(BaseModel):
         if self.api_key is not None:
             return self.api_key.get_secret_value()
         return os.environ.get(API_KEY_ENV) or None
+
+
+class _ConnectsWhenReachable:
+    """A transport that may start while its broker is unreachable.
+
+    A device must come up and queue events while offline: if ``start`` cannot reach the
+    broker, that is logged and every later call (send, heartbeat, sync) tries to connect
+    first, failing with TransportUnavailable until it can, which the outbox worker meets with
+    its backoff. Errors that retrying cannot mend (TLS, authentication, bad config) are
+    raised from ``start`` as before. Everything else is the wrapped transport's.
+    """
+
+    _CALLS = ("send_events", "send_events_async", "send_heartbeat", "fetch_changes")
+
+    def __init__(self, transport: Any) -> None:
+        self._inner = transport
+        self._started = False
+        self._lock = threading.Lock()
+
+    def _ensure(self) -> None:
+        if self._started:
+            return
+        with self._lock:
+            if not self._started:
+                self._inner.start()
+                self._started = True
+                log.info("broker reachable: connected")
+
+    def start(self) -> None:
+        try:
+            self._ensure()
+        except TransportUnavailable as exc:
+            log.warning(
+                "broker unreachable at start (%s); events are queued and sent once it is", exc
+            )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._started:
+            self._inner.stop(timeout)
+            self._started = False
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._inner, name)
+        if name in self._CALLS and callable(attr):
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                self._ensure()
+                return attr(*args, **kwargs)
+
+            return call
+        return attr
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in ("_inner", "_started", "_lock"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._inner, name, value)
 
 
 class IoTClient:
@@ -104,6 +162,7 @@ class IoTClient:
             )
             if hasattr(self.transport, "on_changes"):
                 self.transport.on_changes = self._changes_available
+            self.transport = _ConnectsWhenReachable(self.transport)
             self.transport.start()
         return self.transport
 

@@ -251,3 +251,34 @@ def test_mosquitto_killed_mid_stream_loses_nothing(broker, tmp_path):
     assert set(committed) <= set(ids)  # nothing committed was lost
     assert all(0 < n < len(committed) for n in at_kill)  # the kills came mid-stream
     db.close()
+
+
+def test_a_device_starts_while_the_broker_is_down_and_delivers_later(tmp_path):
+    """Offline at start is normal for a device: the client starts, queues, and delivers once
+    the broker is reachable (it used to fail in start())."""
+    from fr_core import IoTClient, IoTClientConfig
+
+    require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
+    down = MqttBroker(tmp_path / "mqtt", {"cam-001": KEY})
+    db = DatabaseManager(str(tmp_path / "dev.db"))
+    client = IoTClient(
+        IoTClientConfig(
+            device_id="cam-001",
+            broker_url=down.url,
+            api_key=KEY,
+            transport_options={"ca_bundle": str(down.ca_path), "connect_timeout": 3},
+            backoff_min_seconds=0.1,
+            backoff_max_seconds=0.5,
+        ),
+        db=db,
+    )
+    client.start()  # mosquitto is not running: no exception
+    batch = events(20)
+    db.outbox_append_many(batch)
+    time.sleep(0.5)
+    assert db.outbox_stats().depth == 20
+    with down:
+        assert wait_for(lambda: db.outbox_stats().depth == 0, timeout=30)
+        assert {e["event_id"] for e in down.store.ledger()} == {e["event_id"] for e in batch}
+    client.stop()
+    db.close()
