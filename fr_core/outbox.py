@@ -66,6 +66,12 @@ class OutboxWorker:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        # One worker per database: leases still held belong to a process that died mid-send
+        # (they would otherwise hold their events back for lease_seconds). They go again now;
+        # the broker deduplicates by event_id.
+        released = self.db.outbox_release_claims()
+        if released:
+            log.info("%d event(s) claimed by a previous run are due again", released)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="fr-outbox", daemon=True)
         self._thread.start()

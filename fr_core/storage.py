@@ -362,6 +362,11 @@ class DatabaseManager:
     def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
         self.storage.outbox_fail(event_ids, error, retry_in)
 
+    def outbox_release_claims(self) -> int:
+        """End every lease (claims of a worker that died); returns how many were held. A
+        worker calls this when it starts: there is one worker per database."""
+        return int(self.storage.outbox_release_claims())
+
     def outbox_stats(self) -> OutboxStats:
         result: OutboxStats = self.storage.outbox_stats()
         return result

@@ -403,3 +403,22 @@ def test_pipelined_drain_groups_acks_and_keeps_order_on_failure(db):
     sent = [i for batch in t.batches for i in batch]
     assert sent[:15] == [event(i)["event_id"] for i in range(15)]
     assert sent[-35:] == [event(i)["event_id"] for i in range(15, 50)]
+
+
+def test_a_starting_worker_takes_over_the_claims_of_a_dead_one(db):
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i) for i in range(6)])
+    assert len(db.outbox_claim(limit=4, lease_seconds=600)) == 4  # then the process died
+    assert [it.event_id for it in db.outbox_claim(limit=10)] == [
+        event(4)["event_id"],
+        event(5)["event_id"],
+    ]
+    db.outbox_fail([event(4)["event_id"], event(5)["event_id"]], "test", retry_in=0)
+    worker = OutboxWorker(db, ScriptedAsyncTransport(), idle_poll=0.05)
+    worker.start()
+    try:
+        assert wait_for(lambda: db.outbox_stats().depth == 0, timeout=10)
+    finally:
+        worker.stop()
+    assert worker.sent == 6  # not held back for the 600 s lease

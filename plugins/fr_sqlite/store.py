@@ -876,6 +876,15 @@ class SqliteStorage:
             ).rowcount
             self._counter(conn, "failed_attempts_total", done)
 
+    def outbox_release_claims(self) -> int:
+        o = s.outbox
+        with self.relaxed_writer.begin() as conn:
+            return int(
+                conn.execute(
+                    update(o).where(o.c.claimed_until.is_not(None)).values(claimed_until=None)
+                ).rowcount
+            )
+
     def outbox_stats(self) -> OutboxStats:
         with self.engine.connect() as conn:
             c = self._counters(conn)
