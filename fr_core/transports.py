@@ -53,3 +53,25 @@ class BrokerConnectionConfig(BaseModel):
             if p is not None and not p.is_file():
                 raise ConfigError(f"{transport} transport: {p} does not exist")
         return BrokerTarget(device_id, broker_url, key, insecure)
+
+
+def events_answer(data: Any) -> tuple[list[str], dict[str, str]]:
+    """(ids stored, {id: reason} refused) from a broker's answer to a batch of events
+    (docs/broker-api.md; the same body on HTTPS and on MQTT's events/ack). ValueError, saying
+    what is wrong, for anything else: no answer is half-believed."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the answer is {type(data).__name__}, not an object")
+    stored: list[str] = []
+    for key in ("accepted", "duplicates"):
+        ids = data.get(key, [])
+        if not isinstance(ids, list) or not all(isinstance(x, str) and x for x in ids):
+            raise ValueError(f"{key} must be a list of event ids")
+        stored += ids
+    rejected = data.get("rejected", {})
+    if rejected is None:
+        rejected = {}
+    if not isinstance(rejected, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in rejected.items()
+    ):
+        raise ValueError("rejected must map event ids to reasons")
+    return stored, dict(rejected)

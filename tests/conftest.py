@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import sys
 import textwrap
@@ -12,7 +13,8 @@ settings.register_profile(
     "ci", max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 settings.register_profile("long", max_examples=10_000, deadline=None)
-settings.load_profile("ci")
+# `make fuzz` sets FR_HYPOTHESIS_PROFILE=long: 10,000 examples per property
+settings.load_profile(os.environ.get("FR_HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -29,7 +29,7 @@ from fr_core.errors import (
 )
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
-from fr_core.transports import BrokerConnectionConfig
+from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = (429, 500, 502, 503, 504)
@@ -172,12 +172,15 @@ class HttpsTransport:
             resp = self._request(
                 "POST", "/events", data=body, headers={"Content-Type": "application/json"}
             )
-            data = _json(resp, self.host)
-            if not isinstance(data, dict):
-                raise TransportProtocolError(f"broker {self.host}: events answer is not an object")
-            acked += [str(x) for x in data.get("accepted", [])]
-            acked += [str(x) for x in data.get("duplicates", [])]
-            rejected.update({str(k): str(v) for k, v in (data.get("rejected") or {}).items()})
+            try:
+                stored, refused = events_answer(_json(resp, self.host))
+            except ValueError as exc:
+                raise TransportProtocolError(
+                    f"broker {self.host} answered a batch of events with an unexpected body: {exc}"
+                ) from None
+            sent = {str(e.get("event_id")) for e in chunk}
+            acked += [x for x in stored if x in sent]  # never an id that was not sent
+            rejected.update({k: v for k, v in refused.items() if k in sent})
         return SendResult(acknowledged=acked, rejected=rejected)
 
     def send_heartbeat(self, payload: Mapping[str, Any]) -> None:
@@ -233,14 +236,14 @@ def _broker_message(resp: Any) -> str:
     try:
         err = resp.json().get("error", {})
         return f"{err.get('code', '?')}: {err.get('message', '')}"[:300]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return (resp.reason or "")[:100]
 
 
 def _json(resp: Any, host: str) -> Any:
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise TransportProtocolError(f"broker {host} answered with invalid JSON") from None
 
 

@@ -33,10 +33,15 @@ from fr_core.errors import (
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
-from fr_core.transports import BrokerConnectionConfig
+from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
 PREFIX = "fr/v1/devices"
+
+
+#: Largest acknowledgement or sync answer accepted (a page of 1,000 512-d embeddings is
+#: about 3 MB of JSON).
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 
 
 def topics(device_id: str) -> dict[str, str]:
@@ -243,13 +248,41 @@ class MqttTransport:
             log.warning("MQTT connection to %s lost (%s); reconnecting", self.host, rc)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        # paho runs this on its network thread: an exception here would end the thread and
+        # with it the connection, so nothing a broker sends may escape.
+        try:
+            self._handle(msg)
+        except Exception:
+            log.exception("message on %s could not be handled; ignored", msg.topic)
+
+    @staticmethod
+    def _json(msg: Any, what: str) -> Any:
+        """The payload as JSON, or None (logged) when it is too large, not UTF-8, not JSON,
+        or nested deeper than the parser allows."""
+        if len(msg.payload) > MAX_ANSWER_BYTES:
+            log.error(
+                "%s on %s is %d bytes (at most %d); ignored",
+                what,
+                msg.topic,
+                len(msg.payload),
+                MAX_ANSWER_BYTES,
+            )
+            return None
+        try:
+            return json.loads(msg.payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            log.error("malformed %s on %s ignored", what, msg.topic)
+            return None
+
+    def _handle(self, msg: Any) -> None:
         if msg.topic == self.topics["events_ack"]:
+            ack = self._json(msg, "events acknowledgement")
+            if ack is None:
+                return
             try:
-                ack = json.loads(msg.payload.decode("utf-8"))
-                stored = [str(x) for x in ack.get("accepted", []) + ack.get("duplicates", [])]
-                rejected = {str(k): str(v) for k, v in (ack.get("rejected") or {}).items()}
-            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError, TypeError):
-                log.error("malformed events acknowledgement ignored")
+                stored, rejected = events_answer(ack)
+            except ValueError as exc:
+                log.error("malformed events acknowledgement ignored: %s", exc)
                 return
             with self._ack_cond:
                 self._acks.update(dict.fromkeys(stored))
@@ -264,12 +297,12 @@ class MqttTransport:
                     log.exception("changes-available callback failed")
             return
         if msg.topic == self.topics["sync_response"]:
-            try:
-                answer = json.loads(msg.payload.decode("utf-8"))
-                rid = answer.get("request_id")
-            except (UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-                log.error("malformed sync answer on %s ignored", msg.topic)
+            answer = self._json(msg, "sync answer")
+            if not isinstance(answer, dict):
+                if answer is not None:
+                    log.error("malformed sync answer on %s ignored", msg.topic)
                 return
+            rid = answer.get("request_id")
             with self._lock:
                 waiter = self._pending.get(str(rid))
             if waiter is not None:
