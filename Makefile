@@ -49,6 +49,7 @@ lint: venv
 # mosquitto SIGKILLs and broker faults; figures in soak-report.json and docs/reliability.md
 soak: venv
 	$(BIN)/python -m fr_core.testing.soak --workdir $$(mktemp -d) --report soak-report.json
+	FR_LONG_PARTITIONS=1 $(BIN)/python -m pytest -q -s tests/test_netfaults.py
 
 # Every property test with 10,000 examples (outside make test, which runs 200): the fuzzing of
 # sync pages, MQTT payloads, HTTP answers, config files and images among them
