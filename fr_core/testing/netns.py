@@ -8,9 +8,11 @@ Needs root (or CAP_NET_ADMIN) and iproute2. Only the namespace's own addresses a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+from typing import Any
 
 
 def _run(argv: list[str], check: bool = False) -> subprocess.CompletedProcess[str]:
@@ -112,3 +114,82 @@ class DeviceNetwork:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ImpairedRelay:
+    """A TCP relay that delays what it forwards, in both directions, and now and then
+    holds a chunk back as a lost segment's retransmission would.
+
+    This machine's kernel has no netem qdisc, so latency and loss cannot be put on the veth
+    link itself; the relay gives the device what TCP would make of them (data arriving late
+    and in stalls), not the packet-level behaviour. ``listen`` on the host side of a
+    :class:`DeviceNetwork`, ``target`` the broker.
+    """
+
+    def __init__(
+        self,
+        listen: tuple[str, int],
+        target: tuple[str, int],
+        *,
+        delay: float = 0.1,
+        stall_probability: float = 0.05,
+        stall_seconds: tuple[float, float] = (0.2, 1.0),
+        seed: int = 1,
+    ) -> None:
+        import random
+        import socket
+        import threading
+
+        self.target, self.delay = target, delay
+        self.stall_probability, self.stall_seconds = stall_probability, stall_seconds
+        self._rng = random.Random(seed)  # noqa: S311 (fault timing, not secrets)
+        self._lock = threading.Lock()
+        self.stalls = self.chunks = self.connections = 0
+        self._server = socket.create_server(listen)
+        self.address = self._server.getsockname()[:2]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self._closed:
+            try:
+                down, _ = self._server.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                down.close()
+                continue
+            self.connections += 1
+            for a, b in ((down, up), (up, down)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: Any, dst: Any) -> None:
+        import time
+
+        try:
+            while True:
+                data = src.recv(16384)
+                if not data:
+                    break
+                with self._lock:
+                    self.chunks += 1
+                    stall = self._rng.random() < self.stall_probability
+                    extra = self._rng.uniform(*self.stall_seconds) if stall else 0.0
+                    self.stalls += int(stall)
+                time.sleep(self.delay + extra)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(2)  # SHUT_RDWR
+
+    def close(self) -> None:
+        self._closed = True
+        self._server.close()
