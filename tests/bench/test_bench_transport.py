@@ -136,7 +136,7 @@ def test_bench_mqtt_outbox_drain(benchmark, tmp_path):
     paho-mqtt QoS 1 publish loop of the same payloads with no outbox (same in-flight window
     of 100 messages), same run. No subscriber: this measures the device side. The bare loop
     publishes the events as a device without an outbox would: serialise each, publish it,
-    wait for every PUBACK. Each side runs three times, alternately, with fresh event ids; the best
+    wait for every PUBACK. Each side runs five times, alternately, with fresh event ids; the best
     run of each is compared."""
     import json
     import ssl
@@ -148,7 +148,7 @@ def test_bench_mqtt_outbox_drain(benchmark, tmp_path):
 
     require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
     n = 300 if benchmark.disabled else 5000
-    rounds = 1 if benchmark.disabled else 3
+    rounds = 1 if benchmark.disabled else 5
     with Mosquitto(tmp_path / "m", {"cam-001": KEY, "cam-bare": KEY}) as m:
 
         def bare_run(tag):
