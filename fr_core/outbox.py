@@ -142,8 +142,8 @@ class OutboxWorker:
         wire while the oldest waits for its acknowledgements. Returns events sent.
 
         Acknowledged events are deleted ``pipeline_depth`` batches at a time, in one
-        transaction: deleting is the costly part of a drain (their images are overwritten),
-        and the commits are fewer. Until then they stay leased, so nothing sends them again;
+        transaction: fewer commits for the costliest step of a drain (freeing the pages of
+        their sealed images). Until then they stay leased, so nothing sends them again;
         if the process dies first they go again after the lease and the broker deduplicates
         them by event_id."""
         if not hasattr(self.transport, "send_events_async"):

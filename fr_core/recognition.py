@@ -140,10 +140,8 @@ class RecognitionStage:
             if event is not None:
                 track.confirmed = True
                 event.image = compress_image_for_event(frame, self.image_target_kb, track.bbox)
-                if engine is None or engine.queue_event(event):
+                if self._queue(engine, event, track):
                     self.stats.events += 1
-                    if self.on_event is not None:
-                        self.on_event(event, track)
             if self.emotion_analyzer is not None:
                 self._emotion(engine, frame, track, fid, result.timestamp)
 
@@ -171,7 +169,13 @@ class RecognitionStage:
             duration_ms=decision.duration_ms,
             image=compress_image_for_event(frame, self.image_target_kb, track.bbox),
         )
-        if engine is None or engine.queue_event(event):
+        if self._queue(engine, event, track):
             self.stats.emotion_events += 1
-            if self.on_event is not None:
-                self.on_event(event, track)
+
+    def _queue(self, engine: Any, event: Any, track: Any) -> bool:
+        """Hand an event to the engine (its hooks may veto it); True if it was queued."""
+        if engine is not None and not engine.queue_event(event):
+            return False
+        if self.on_event is not None:
+            self.on_event(event, track)
+        return True

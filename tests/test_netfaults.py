@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import pytest
 
 from fr_core import DatabaseManager
-from fr_core.testing import require, wait_for
+from fr_core.testing import require, soak, wait_for
 from fr_core.testing.broker import ReferenceBroker
 from fr_core.testing.netns import DeviceNetwork, ImpairedRelay, netns_problem
 
@@ -34,39 +33,16 @@ def net():
 
 
 def start_device(net, broker, workdir, total, rate, url=None):
-    cmd = net.command(
-        [
-            sys.executable,
-            "-m",
-            "fr_core.testing.soak",
-            "device",
-            "--db",
-            str(workdir / "faces.db"),
-            "--url",
-            url or broker.url,
-            "--ca",
-            str(broker.ca_path),
-            "--committed",
-            str(workdir / "committed.txt"),
-            "--total",
-            str(total),
-            "--rate",
-            str(rate),
-            "--transport-option",
-            "connect_timeout=1",
-            "--transport-option",
-            "read_timeout=3",
-            "--transport-option",
-            "max_retries=0",
-        ]
+    argv = soak.device_command(
+        workdir / "faces.db",
+        url or broker.url,
+        broker.ca_path,
+        workdir / "committed.txt",
+        total,
+        rate,
+        ["connect_timeout=1", "read_timeout=3", "max_retries=0"],
     )
-    return subprocess.Popen(
-        cmd,
-        env={**os.environ, "FR_API_KEY": KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    return soak.start_device(net.command(argv), KEY)
 
 
 def committed(workdir):

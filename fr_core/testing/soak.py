@@ -87,6 +87,51 @@ def device_main(argv: list[str]) -> int:
     return 0
 
 
+def device_command(
+    db: Path,
+    url: str,
+    ca: Path,
+    committed: Path,
+    total: int,
+    rate: float,
+    transport_options: list[str],
+) -> list[str]:
+    """The argv of a soak device (:func:`device_main`); options as ``name=json``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "fr_core.testing.soak",
+        "device",
+        "--db",
+        str(db),
+        "--url",
+        url,
+        "--ca",
+        str(ca),
+        "--committed",
+        str(committed),
+        "--total",
+        str(total),
+        "--rate",
+        str(rate),
+    ]
+    for option in transport_options:
+        cmd += ["--transport-option", option]
+    return cmd
+
+
+def start_device(argv: list[str], api_key: str) -> subprocess.Popen[str]:
+    """Start a device from ``argv``, its API key in the environment (never on the command
+    line), output captured."""
+    return subprocess.Popen(  # noqa: S603 (our own interpreter and module)
+        argv,
+        env={**os.environ, "FR_API_KEY": api_key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 # --- the orchestration -----------------------------------------------------------------------
 
 
@@ -167,29 +212,9 @@ def run_soak(
         raise ValueError(f"transport must be https or mqtt, not {transport!r}")
 
     def spawn() -> subprocess.Popen[str]:
-        cmd = [
-            sys.executable,
-            "-m",
-            "fr_core.testing.soak",
-            "device",
-            "--db",
-            str(db_path),
-            "--url",
-            broker.url,
-            "--ca",
-            str(broker.ca_path),
-            "--committed",
-            str(committed),
-            "--total",
-            str(events),
-            "--rate",
-            str(rate),
-        ]
-        for o in options:
-            cmd += ["--transport-option", o]
-        env = {**os.environ, "FR_API_KEY": key}
-        return subprocess.Popen(  # noqa: S603 (our own interpreter and module)
-            cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        return start_device(
+            device_command(db_path, broker.url, broker.ca_path, committed, events, rate, options),
+            key,
         )
 
     # faults to spread over the run, in random order

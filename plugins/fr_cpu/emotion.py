@@ -362,11 +362,17 @@ def face_input(frame: np.ndarray, bbox: Any, margin: float) -> np.ndarray:
     return scaled[None, None, :, :]
 
 
-def emotion_result(probs: np.ndarray) -> AnalysisResult:
-    """The most probable emotion, with all seven probabilities, from the model's output."""
-    p = np.asarray(probs, np.float32).reshape(-1)
+def probabilities(out: Any) -> np.ndarray:
+    """The model's output as seven finite float32 probabilities, or a ModelFileError."""
+    p = np.asarray(out, np.float32).reshape(-1)
     if p.shape != (len(LABELS),) or not np.all(np.isfinite(p)):
         raise ModelFileError(f"the emotion model gave {p.shape} values, expected 7 finite")
+    return p
+
+
+def emotion_result(probs: np.ndarray) -> AnalysisResult:
+    """The most probable emotion, with all seven probabilities, from the model's output."""
+    p = probabilities(probs)
     best = int(np.argmax(p))
     scores = {k: float(v) for k, v in zip(LABELS, p, strict=True)}
     return AnalysisResult(LABELS[best], float(p[best]), scores)
@@ -393,10 +399,8 @@ class EmotionAnalyzer:
     def scores(self, blob: np.ndarray) -> np.ndarray:
         with self._lock:
             self._net.setInput(blob, "input")
-            out = np.asarray(self._net.forward(), np.float32).reshape(-1)
-        if out.shape != (len(LABELS),) or not np.all(np.isfinite(out)):
-            raise ModelFileError(f"the emotion model gave {out.shape} values, expected 7 finite")
-        return out
+            out = self._net.forward()
+        return probabilities(out)
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
         probs = self.scores(face_input(frame, detection.bbox, self.config.margin))
