@@ -11,6 +11,7 @@ production (``dev_mode=False``) the name column stays NULL on every path and loc
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -88,10 +89,19 @@ class ApplyResult:
 
 
 class EventPayload(dict[str, Any]):
-    """An event as a dict, carrying its exact wire JSON in ``json_text`` when the storage has
-    it, so transports need not serialise (and re-escape) a 30 KB image again."""
+    """An event as a dict, carrying its exact wire JSON (UTF-8 bytes) in ``wire`` when the
+    storage has it, so transports need not serialise, re-escape and encode a 30 KB image
+    again: the bytes go to the socket as they are."""
 
-    json_text: str | None = None
+    wire: bytes | None = None
+
+
+def wire_json(event: Mapping[str, Any]) -> bytes:
+    """An event's JSON as UTF-8 bytes: its ``wire`` form when it has one, else serialised."""
+    wire: bytes | None = getattr(event, "wire", None)
+    if wire is not None:
+        return wire
+    return json.dumps(dict(event), separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)

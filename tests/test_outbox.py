@@ -80,7 +80,7 @@ def test_images_are_sealed_at_rest(db):
     disk = files(db)
     assert marker[:40] not in disk and text[:40].encode() not in disk
     (item,) = db.outbox_claim()
-    assert item.payload["image"] == text and f'"image":"{text}"' in item.payload.json_text
+    assert item.payload["image"] == text and f'"image":"{text}"'.encode() in item.payload.wire
 
 
 def test_acknowledged_images_leave_the_file(db):

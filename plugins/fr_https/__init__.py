@@ -29,6 +29,7 @@ from fr_core.errors import (
 )
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
+from fr_core.storage import wire_json
 from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
@@ -164,11 +165,7 @@ class HttpsTransport:
         items = list(events)
         for i in range(0, len(items), self.config.batch_size):
             chunk = items[i : i + self.config.batch_size]
-            texts = [
-                getattr(e, "json_text", None) or json.dumps(dict(e), separators=(",", ":"))
-                for e in chunk
-            ]
-            body = '{"events":[' + ",".join(texts) + "]}"
+            body = b'{"events":[' + b",".join(wire_json(e) for e in chunk) + b"]}"
             resp = self._request(
                 "POST", "/events", data=body, headers={"Content-Type": "application/json"}
             )

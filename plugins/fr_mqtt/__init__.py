@@ -33,6 +33,7 @@ from fr_core.errors import (
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
+from fr_core.storage import wire_json
 from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
@@ -350,9 +351,8 @@ class MqttTransport:
         client = self._need()
         infos = []
         for e in events:
-            payload = getattr(e, "json_text", None) or json.dumps(dict(e), separators=(",", ":"))
             infos.append(
-                (str(e["event_id"]), client.publish(self.topics["events"], payload, qos=1))
+                (str(e["event_id"]), client.publish(self.topics["events"], wire_json(e), qos=1))
             )
         return _Pending(
             infos, self.config.publish_timeout, self.host, self if self.config.require_ack else None

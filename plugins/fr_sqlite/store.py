@@ -828,16 +828,18 @@ class SqliteStorage:
                     .values(claimed_until=now + lease_seconds)
                 )
         items = []
-        for r in rows:
-            payload = EventPayload(json.loads(r.payload))
-            text = r.payload
-            if r.image is not None:
-                b64 = unseal(r.event_id, r.key, r.image).decode("ascii")
-                payload["image"] = b64
-                # the stored JSON is an object without "image": splice it in, no re-encoding
-                text = f'{text[:-1]},"image":"{b64}"}}' if len(text) > 2 else f'{{"image":"{b64}"}}'
-            payload.json_text = text
-            items.append(OutboxItem(r.id, r.event_id, payload, r.attempts, r.created_at))
+        for rid, event_id, text, sealed, key, attempts, created_at in rows:
+            payload = EventPayload(json.loads(text))
+            if sealed is None:
+                payload.wire = text.encode()
+            else:
+                b64 = unseal(event_id, key, sealed)  # base64 ASCII, as stored
+                payload["image"] = b64.decode("ascii")
+                # the stored JSON is an object without "image": splice it in as bytes, in
+                # one allocation, nothing re-escaped or re-encoded on the way to the socket
+                head = text.encode()[:-1] + b"," if len(text) > 2 else b"{"
+                payload.wire = b"".join((head, b'"image":"', b64, b'"}'))
+            items.append(OutboxItem(rid, event_id, payload, attempts, created_at))
         return items
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
