@@ -114,11 +114,23 @@ class OutboxWorker:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self.db.outbox_fail(ids, self.last_error[:500], retry_in=0.0)
             raise
-        acked = [i for i in ids if i in set(result.acknowledged)]
-        if acked:
-            self.db.outbox_ack(acked)
-            self.sent += len(acked)
-        rejected = {i: r for i, r in dict(result.rejected).items() if i in set(ids)}
+        acked, missing = self._settle(ids, result)
+        self._ack(acked)
+        if missing:
+            raise TransportUnavailable(f"broker acknowledged {len(acked)} of {len(ids)} events")
+        self.last_error = None
+        return len(acked)
+
+    def _settle(self, ids: list[str], result: Any) -> tuple[list[str], list[str]]:
+        """Sort the answer to a sent batch into (acknowledged, missing), both in order.
+
+        Events the broker rejected stay queued, logged and counted, due again in a day (a
+        poison event must not block the ones behind it). Missing ones (no answer either
+        way) are due again at once; the caller raises after acknowledging the others."""
+        done = set(result.acknowledged)
+        acked = [i for i in ids if i in done]
+        sent = set(ids)
+        rejected = {i: r for i, r in dict(result.rejected).items() if i in sent and i not in done}
         for eid, reason in rejected.items():
             log.error("broker rejected event %s: %s (kept; retried daily)", eid, reason)
         if rejected:
@@ -129,23 +141,24 @@ class OutboxWorker:
                 + "; ".join(f"{k}: {v}" for k, v in rejected.items())[:400],
                 retry_in=REJECTED_RETRY_SECONDS,
             )
-        missing = [i for i in ids if i not in set(acked) and i not in rejected]
+        missing = [i for i in ids if i not in done and i not in rejected]
         if missing:
             self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
-            raise TransportUnavailable(f"broker acknowledged {len(acked)} of {len(ids)} events")
-        self.last_error = None
-        return len(acked)
+        return acked, missing
 
     def drain(self) -> int:
         """Send until the outbox has nothing due; pipelined when the transport can publish
-        without waiting (``send_events_async``): up to ``pipeline_depth`` batches are on the
-        wire while the oldest waits for its acknowledgements. Returns events sent.
+        without waiting (``send_events_async``). Returns events sent.
 
-        Acknowledged events are deleted ``pipeline_depth`` batches at a time, in one
-        transaction: fewer commits for the costliest step of a drain (freeing the pages of
-        their sealed images). Until then they stay leased, so nothing sends them again;
-        if the process dies first they go again after the lease and the broker deduplicates
-        them by event_id."""
+        Events are claimed a group of ``pipeline_depth`` batches at a time (one transaction
+        instead of one per batch) and published at once, batch by batch; the next group is
+        claimed as soon as no more than one group is still waiting for its
+        acknowledgements, so the transport always has the next one queued behind the one on
+        the wire (at most two groups in flight). Acknowledged events are deleted a group at
+        a time too, in one transaction: fewer commits for the costliest step of a drain
+        (freeing the pages of their sealed images). Until then they stay leased, so nothing
+        sends them again; if the process dies first they go again after the lease and the
+        broker deduplicates them by event_id."""
         if not hasattr(self.transport, "send_events_async"):
             total = 0
             while (n := self.drain_once()) > 0:
@@ -154,27 +167,30 @@ class OutboxWorker:
         total = 0
         inflight: list[tuple[list[str], Any]] = []
         acked: list[str] = []  # acknowledged by the broker, still in the outbox
+        unsent: list[str] = []  # claimed, not yet handed to the transport
         group = self.batch_size * self.pipeline_depth
         try:
             while True:
-                if len(inflight) < self.pipeline_depth and not self._stop.is_set():
-                    items = self.db.outbox_claim(self.batch_size, self.lease_seconds)
+                if len(inflight) <= self.pipeline_depth and not self._stop.is_set():
+                    items = self.db.outbox_claim(group, self.lease_seconds)
                     if items:
-                        pending = self.transport.send_events_async([it.payload for it in items])
-                        inflight.append(([it.event_id for it in items], pending))
+                        unsent = [it.event_id for it in items]
+                        for i in range(0, len(items), self.batch_size):
+                            chunk = items[i : i + self.batch_size]
+                            pending = self.transport.send_events_async([it.payload for it in chunk])
+                            inflight.append((unsent[: len(chunk)], pending))
+                            unsent = unsent[len(chunk) :]
                         continue
                 if not inflight:
                     return total
                 ids, pending = inflight[0]
                 result = pending.result()  # raises: this batch is still in `inflight`
                 inflight.pop(0)
-                done = set(result.acknowledged)
-                acked += [i for i in ids if i in done]
-                missing = [i for i in ids if i not in done]
+                ok, missing = self._settle(ids, result)
+                acked += ok
                 if missing:
-                    self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
                     raise TransportUnavailable(
-                        f"broker acknowledged {len(ids) - len(missing)} of {len(ids)} events"
+                        f"broker answered for {len(ids) - len(missing)} of {len(ids)} events"
                     )
                 if len(acked) >= group or not inflight:
                     total += self._ack(acked)
@@ -182,7 +198,8 @@ class OutboxWorker:
         except Exception as exc:
             self.failed_sends += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
-            left = [i for ids, _ in inflight for i in ids]
+            # in order: what was on the wire first, then what never left (due again at once)
+            left = [i for ids, _ in inflight for i in ids] + unsent
             if left:
                 self.db.outbox_fail(left, self.last_error[:500], retry_in=0.0)
             raise

@@ -207,6 +207,30 @@ def test_changes_notification_triggers_a_sync(broker, tmp_path):
         db.close()
 
 
+def test_an_event_the_broker_refuses_stays_queued_and_the_rest_go(broker, tmp_path, caplog):
+    """Over the real bridge: the broker's application refuses one event (user_id too long)
+    and says so on events/ack; the pipelined drain delivers the others and keeps that one
+    for a day instead of sending it again and again."""
+    db = DatabaseManager(str(tmp_path / "o.db"))
+    db.initialize()
+    batch = events(6)
+    batch[2] = {**batch[2], "user_id": "x" * 200}
+    db.outbox_append_many(batch)
+    t = transport(broker)
+    t.start()
+    try:
+        worker = OutboxWorker(db, t, batch_size=2)
+        assert worker.drain() == 5
+    finally:
+        t.stop()
+    assert worker.rejected == 1 and db.outbox_stats().depth == 1
+    assert db.outbox_claim() == []  # not due again before a day
+    ledger = {e["event_id"] for e in broker.store.ledger()}
+    assert ledger == {e["event_id"] for e in batch} - {batch[2]["event_id"]}
+    assert f"broker rejected event {batch[2]['event_id']}" in caplog.text
+    db.close()
+
+
 def test_mosquitto_killed_mid_stream_loses_nothing(broker, tmp_path):
     db = DatabaseManager(str(tmp_path / "o.db"))
     db.initialize()

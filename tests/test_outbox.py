@@ -356,25 +356,31 @@ TestOutboxMachine.settings = settings(max_examples=30, stateful_step_count=25, d
 
 class ScriptedAsyncTransport:
     """Publishes without waiting, as the mqtt transport does; the ``fail_batch``-th batch
-    (0-based) raises when its acknowledgements are awaited. Records what went out."""
+    (0-based) raises when its acknowledgements are awaited, the ``refuse_batch``-th cannot
+    even be published (connection gone), and events whose user_id is in ``reject`` are
+    refused by the broker's application. Records what went out."""
 
-    def __init__(self, fail_batch=None):
-        self.fail_batch, self.batches = fail_batch, []
+    def __init__(self, fail_batch=None, refuse_batch=None, reject=()):
+        self.fail_batch, self.refuse_batch, self.reject = fail_batch, refuse_batch, set(reject)
+        self.batches = []
+        self.calls = 0
 
     def send_events_async(self, events):
+        from fr_core.errors import TransportUnavailable
         from fr_core.interfaces import SendResult
 
-        n = len(self.batches)
+        n, self.calls = self.calls, self.calls + 1
+        if n == self.refuse_batch:
+            raise TransportUnavailable("not connected")
         ids = [e["event_id"] for e in events]
+        bad = {e["event_id"]: "user_id unknown" for e in events if e["user_id"] in self.reject}
         self.batches.append(ids)
 
         class Pending:
             def result(_self):
                 if n == self.fail_batch:
-                    from fr_core.errors import TransportUnavailable
-
                     raise TransportUnavailable("connection lost")
-                return SendResult(acknowledged=ids)
+                return SendResult(acknowledged=[i for i in ids if i not in bad], rejected=bad)
 
         return Pending()
 
@@ -388,21 +394,57 @@ def test_pipelined_drain_groups_acks_and_keeps_order_on_failure(db):
 
     for i in range(0, 50, 10):
         db.outbox_append_many([event(j) for j in range(i, i + 10)])
-    t = ScriptedAsyncTransport(fail_batch=3)  # batches 0-2 delivered, 3 fails, 4 in flight
+    # claimed two batches at a time (a group): batches 0-2 delivered, 3 fails, 4-5 in flight
+    t = ScriptedAsyncTransport(fail_batch=3)
     worker = OutboxWorker(db, t, batch_size=5, pipeline_depth=2)
     with pytest.raises(TransportUnavailable):
         worker.drain()
+    assert len(t.batches) == 6  # never more than two groups on the wire
     # what the broker acknowledged left the outbox even though the drain failed after it
     assert worker.sent == 15 and consistent(db) == 35
     left = db.outbox_claim(limit=100)
     assert [it.payload["user_id"] for it in left] == [f"EMP-{i}" for i in range(15, 50)]
-    assert left[0].attempts == 1 and left[5].attempts == 1 and left[10].attempts == 0
+    assert [it.attempts for it in left] == [1] * 15 + [0] * 20
     db.outbox_fail([it.event_id for it in left], "test", retry_in=0.0)
     t.fail_batch = None
     assert worker.drain() == 35 and consistent(db) == 0
     sent = [i for batch in t.batches for i in batch]
     assert sent[:15] == [event(i)["event_id"] for i in range(15)]
     assert sent[-35:] == [event(i)["event_id"] for i in range(15, 50)]
+
+
+def test_claimed_events_that_could_not_be_published_are_due_again_at_once(db):
+    """The second batch of a claimed group cannot be published: the whole group (the first
+    batch was on the wire, unanswered) is due again at once, in order, not held for the
+    lease."""
+    from fr_core.errors import TransportUnavailable
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i) for i in range(12)])
+    t = ScriptedAsyncTransport(refuse_batch=1)
+    worker = OutboxWorker(db, t, batch_size=4, pipeline_depth=3, lease_seconds=600)
+    with pytest.raises(TransportUnavailable, match="not connected"):
+        worker.drain()
+    assert worker.sent == 0 and consistent(db) == 12
+    left = db.outbox_claim(limit=100)
+    assert [it.event_id for it in left] == [event(i)["event_id"] for i in range(12)]
+    assert all(it.attempts == 1 for it in left)
+
+
+def test_a_rejected_event_does_not_block_the_pipelined_drain(db, caplog):
+    """The broker refuses one event (the mqtt transport with require_ack reports it so): the
+    drain delivers the rest, keeps that one for a day and says why; it is not sent again and
+    again in a loop."""
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i) for i in range(10)])
+    t = ScriptedAsyncTransport(reject={"EMP-3"})
+    worker = OutboxWorker(db, t, batch_size=2, pipeline_depth=2)
+    assert worker.drain() == 9
+    assert worker.rejected == 1 and consistent(db) == 1
+    assert db.outbox_claim(limit=10) == []  # not due again before a day
+    assert sum(len(b) for b in t.batches) == 10  # each sent once
+    assert f"broker rejected event {event(3)['event_id']}: user_id unknown" in caplog.text
 
 
 def test_a_starting_worker_takes_over_the_claims_of_a_dead_one(db):
