@@ -31,6 +31,10 @@ from fr_core.storage import DatabaseManager
 log = logging.getLogger(__name__)
 
 REJECTED_RETRY_SECONDS = 86400.0
+# Events claimed per transaction by the pipelined drain (unless one batch is larger): with
+# two groups in flight at most, this bounds the images held in memory during a drain
+# (600 events: ~16 MB of 20 KB images, ~40 MB at the 50 KB limit).
+GROUP_MAX_EVENTS = 300
 
 
 class OutboxWorker:
@@ -151,14 +155,16 @@ class OutboxWorker:
         without waiting (``send_events_async``). Returns events sent.
 
         Events are claimed a group of ``pipeline_depth`` batches at a time (one transaction
-        instead of one per batch) and published at once, batch by batch; the next group is
-        claimed as soon as no more than one group is still waiting for its
-        acknowledgements, so the transport always has the next one queued behind the one on
-        the wire (at most two groups in flight). Acknowledged events are deleted a group at
-        a time too, in one transaction: fewer commits for the costliest step of a drain
-        (freeing the pages of their sealed images). Until then they stay leased, so nothing
-        sends them again; if the process dies first they go again after the lease and the
-        broker deduplicates them by event_id."""
+        instead of one per batch; fewer batches if they would exceed GROUP_MAX_EVENTS, never
+        fewer than one)
+        and published at once, batch by batch; the next group is claimed as soon as no more
+        than one group's worth of events is still waiting for acknowledgements, so the
+        transport always has the next one queued behind the one on the wire (at most two
+        groups in flight). Acknowledged events are deleted a group at a time too, in one
+        transaction: fewer commits for the costliest step of a drain (freeing the pages of
+        their sealed images). Until then they stay leased, so nothing sends them again; if
+        the process dies first they go again after the lease and the broker deduplicates
+        them by event_id."""
         if not hasattr(self.transport, "send_events_async"):
             total = 0
             while (n := self.drain_once()) > 0:
@@ -168,10 +174,12 @@ class OutboxWorker:
         inflight: list[tuple[list[str], Any]] = []
         acked: list[str] = []  # acknowledged by the broker, still in the outbox
         unsent: list[str] = []  # claimed, not yet handed to the transport
-        group = self.batch_size * self.pipeline_depth
+        batches = max(1, min(self.pipeline_depth, GROUP_MAX_EVENTS // self.batch_size))
+        group = self.batch_size * batches  # events per claim
         try:
             while True:
-                if len(inflight) <= self.pipeline_depth and not self._stop.is_set():
+                waiting = sum(len(ids) for ids, _ in inflight)
+                if waiting <= group and not self._stop.is_set():
                     items = self.db.outbox_claim(group, self.lease_seconds)
                     if items:
                         unsent = [it.event_id for it in items]

@@ -364,6 +364,7 @@ class ScriptedAsyncTransport:
         self.fail_batch, self.refuse_batch, self.reject = fail_batch, refuse_batch, set(reject)
         self.batches = []
         self.calls = 0
+        self.waiting = self.most_waiting = 0  # events published, acknowledgements not read
 
     def send_events_async(self, events):
         from fr_core.errors import TransportUnavailable
@@ -375,9 +376,12 @@ class ScriptedAsyncTransport:
         ids = [e["event_id"] for e in events]
         bad = {e["event_id"]: "user_id unknown" for e in events if e["user_id"] in self.reject}
         self.batches.append(ids)
+        self.waiting += len(ids)
+        self.most_waiting = max(self.most_waiting, self.waiting)
 
         class Pending:
             def result(_self):
+                self.waiting -= len(ids)
                 if n == self.fail_batch:
                     raise TransportUnavailable("connection lost")
                 return SendResult(acknowledged=[i for i in ids if i not in bad], rejected=bad)
@@ -411,6 +415,25 @@ def test_pipelined_drain_groups_acks_and_keeps_order_on_failure(db):
     sent = [i for batch in t.batches for i in batch]
     assert sent[:15] == [event(i)["event_id"] for i in range(15)]
     assert sent[-35:] == [event(i)["event_id"] for i in range(15, 50)]
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "depth", "most"),
+    [(100, 3, 600), (200, 3, 400), (500, 3, 1000), (50, 2, 200)],
+)
+def test_a_backlog_drains_with_bounded_events_in_flight(db, batch_size, depth, most):
+    """Two claim groups at most are waiting for acknowledgements: a group is ``depth``
+    batches, fewer if that would pass GROUP_MAX_EVENTS (300), never less than one batch. So
+    the images held in memory during a drain are bounded whatever the backlog."""
+    from fr_core.outbox import OutboxWorker
+
+    for i in range(0, 1500, 500):
+        db.outbox_append_many([event(j) for j in range(i, i + 500)])
+    t = ScriptedAsyncTransport()
+    worker = OutboxWorker(db, t, batch_size=batch_size, pipeline_depth=depth)
+    assert worker.drain() == 1500 and consistent(db) == 0
+    assert t.most_waiting == most
+    assert [i for b in t.batches for i in b] == [event(j)["event_id"] for j in range(1500)]
 
 
 def test_claimed_events_that_could_not_be_published_are_due_again_at_once(db):
