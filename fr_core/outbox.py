@@ -156,15 +156,14 @@ class OutboxWorker:
 
         Events are claimed a group of ``pipeline_depth`` batches at a time (one transaction
         instead of one per batch; fewer batches if they would exceed GROUP_MAX_EVENTS, never
-        fewer than one)
-        and published at once, batch by batch; the next group is claimed as soon as no more
-        than one group's worth of events is still waiting for acknowledgements, so the
-        transport always has the next one queued behind the one on the wire (at most two
-        groups in flight). Acknowledged events are deleted a group at a time too, in one
-        transaction: fewer commits for the costliest step of a drain (freeing the pages of
-        their sealed images). Until then they stay leased, so nothing sends them again; if
-        the process dies first they go again after the lease and the broker deduplicates
-        them by event_id."""
+        fewer than one) and published at once, batch by batch; the next group is claimed as
+        soon as no more than one group's worth of events is still waiting for
+        acknowledgements, so the transport always has the next one queued behind the one on
+        the wire (at most two groups in flight). Acknowledged events are deleted a group at
+        a time too, in one transaction: fewer commits for the costliest step of a drain
+        (freeing the pages of their sealed images). Until then they stay leased, so nothing
+        sends them again; if the process dies first they go again after the lease and the
+        broker deduplicates them by event_id."""
         if not hasattr(self.transport, "send_events_async"):
             total = 0
             while (n := self.drain_once()) > 0:
