@@ -83,6 +83,23 @@ def test_images_are_sealed_at_rest(db):
     assert item.payload["image"] == text and f'"image":"{text}"'.encode() in item.payload.wire
 
 
+def test_the_wire_form_is_the_event_as_json(db):
+    """What the transports send (wire_json) is the claimed event, every field and the image,
+    as compact UTF-8 JSON; a plain mapping (no stored form) is serialised the same way."""
+    import json
+
+    from fr_core.storage import wire_json
+
+    image = base64.b64encode(b"\xff\xd8" + bytes(range(256)) * 40).decode()
+    with_image = {**event(1), "user_id": "Zoë \u2603", "image": image}
+    db.outbox_append_many([with_image, event(2)])
+    a, b = db.outbox_claim()
+    assert json.loads(wire_json(a.payload)) == dict(a.payload) == with_image
+    assert json.loads(wire_json(b.payload)) == dict(b.payload) == event(2)
+    assert wire_json(a.payload) is a.payload.wire  # sent as stored, not serialised again
+    assert wire_json(with_image) == json.dumps(with_image, separators=(",", ":")).encode()
+
+
 def test_acknowledged_images_leave_the_file(db):
     """The key of an acknowledged image is gone from the file: what is left of the image is
     ciphertext nobody can open (secure_delete=FAST does not overwrite freed overflow pages)."""
