@@ -103,6 +103,21 @@ class RecognitionSettings(BaseModel):
         le=10000,
         description="a stable unrecognised track is embedded again after this many frames",
     )
+    target_far: float = Field(
+        0.001,
+        gt=0.0,
+        le=0.1,
+        description="chance that one decision on a stranger's face names an employee; the "
+        "match threshold is calibrated from it for the gallery in force (docs/recognition.md). "
+        "A match_threshold set in the config wins over it",
+    )
+    fusion_frames: int = Field(
+        5,
+        ge=1,
+        le=100,
+        description="a track is decided on the mean of its last N embeddings, not one frame "
+        "(1: every frame alone)",
+    )
     iou_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="least box overlap that continues a track"
     )
@@ -166,8 +181,10 @@ class AppConfig(BaseModel):
         0.637,
         gt=0.0,
         lt=2.0,
-        description="largest cosine distance (1 - cosine similarity) accepted as a match; "
-        "0.637 is SFace's published 0.363 similarity threshold",
+        description="a fixed largest cosine distance (1 - cosine similarity) accepted as a "
+        "match, used only when set: by default the threshold is calibrated for the gallery "
+        "from recognition.target_far (docs/recognition.md). 0.637 is SFace's published "
+        "0.363 pair-verification threshold, too lenient for a gallery of hundreds",
     )
     db_path: str = Field(
         "fr-edge-data/faces.db", min_length=1, description="path of the local SQLite database"

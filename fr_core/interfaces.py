@@ -135,7 +135,14 @@ class Embedder(Protocol):
 
 @runtime_checkable
 class Matcher(Protocol):
-    """Nearest-neighbour search over the enrolled embeddings, one gallery per model name."""
+    """Nearest-neighbour search over the enrolled embeddings, one gallery per model name.
+
+    Who a face is, is decided by :func:`fr_core.decision.decide` on what ``identify``
+    returns: the nearest enrolments, not thresholded, and the
+    :class:`~fr_core.decision.OperatingPoint` of the same gallery snapshot. A matcher
+    recomputes that point with :func:`fr_core.decision.calibrate` whenever its gallery
+    changes and publishes both in one step (docs/writing_plugins.md, "Matchers").
+    """
 
     def replace_gallery(self, model: str, user_ids: Sequence[str], embeddings: np.ndarray) -> None:
         """Atomically replace the whole gallery of ``model``."""
@@ -144,7 +151,12 @@ class Matcher(Protocol):
 
     def remove(self, model: str, user_id: str) -> bool: ...
 
-    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]: ...
+    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]:
+        """The ``k`` nearest enrolments that reach the operating point, nearest first."""
+
+    def identify(self, model: str, embedding: np.ndarray, k: int = 1) -> Any:
+        """:class:`fr_core.decision.Candidates`: the ``k`` nearest, unthresholded, and the
+        operating point of the gallery they came from."""
 
 
 @runtime_checkable

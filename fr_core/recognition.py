@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from fr_core.decision import fuse, identify
 from fr_core.emotions import EmotionPersistence
 from fr_core.errors import FrEdgeError
 from fr_core.events import EmotionEvent
@@ -73,6 +74,7 @@ class RecognitionStage:
         on_event: Any = None,
         emotion_analyzer: Any = None,
         emotions: EmotionPersistence | None = None,
+        fusion_frames: int = 5,
     ) -> None:
         self.detector, self.embedder, self.matcher = detector, embedder, matcher
         self.validator = validator
@@ -84,7 +86,11 @@ class RecognitionStage:
         self.emotions = emotions
         if emotion_analyzer is not None and emotions is None:
             raise ValueError("an emotion analyzer needs an EmotionPersistence")
+        if fusion_frames < 1:
+            raise ValueError("fusion_frames must be >= 1")
+        self.fusion_frames = fusion_frames
         self.stats = RecognitionStats()
+        self.last_threshold: float | None = None  # similarity of the last decision's point
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
         frame = result.frame
@@ -117,11 +123,19 @@ class RecognitionStage:
             if self.tracker.needs_embedding(track, fid):
                 t2 = time.perf_counter()
                 embedding = self.embedder.embed(frame, track.detection)
-                hits = self.matcher.search(self.embedder.model_name, embedding, k=1)
+                # a track is decided on its last few embeddings fused (docs/recognition.md)
+                track.embeddings.append(embedding)
+                while len(track.embeddings) > self.fusion_frames:
+                    track.embeddings.popleft()
+                query = fuse(track.embeddings) if len(track.embeddings) > 1 else embedding
+                decision = identify(self.matcher, self.embedder.model_name, query)
                 spent = (time.perf_counter() - t2) * 1000
                 self.stats.embed_ms += spent
                 self.stats.embeddings += 1
-                user, distance = (hits[0].user_id, hits[0].distance) if hits else (None, 1.0)
+                user = decision.user_id
+                distance = decision.distance if decision.similarity > -1 else 1.0
+                self.last_threshold = decision.threshold
+                track.threshold_distance = min(2.0, max(1e-6, 1.0 - decision.threshold))
                 if user != track.user_id or track.streak == 0:
                     track.confirmed = False  # a different face, or a changed mind
                     track.streak = 1
@@ -136,6 +150,7 @@ class RecognitionStage:
                 min(max(track.distance, 0.0), 2.0),
                 fid,
                 inference_ms=(t1 - t0) * 1000 + spent,
+                match_threshold=track.threshold_distance,
             )
             if event is not None:
                 track.confirmed = True

@@ -24,7 +24,7 @@ from fr_core.errors import ConfigError
 from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
 from fr_core.metrics import MetricsServer
-from fr_core.plugins import Registry
+from fr_core.plugins import BuildContext, Registry
 from fr_core.preview import PreviewWriter
 from fr_core.recognition import RecognitionStage
 from fr_core.storage import DatabaseManager
@@ -85,7 +85,11 @@ class DeviceRunner:
         assert detector is not None and embedder is not None  # checked in __init__
         matcher = self.engine.component(ComponentKind.MATCHER)
         if matcher is None:
-            matcher = self.registry.create(ComponentKind.MATCHER, "numpy")
+            matcher = self.registry.create(
+                ComponentKind.MATCHER,
+                "numpy",
+                context=BuildContext(registry=self.registry, app_config=self.config),
+            )
         cfg = self.config
         validator = EventValidator(
             cfg.device_id,
@@ -124,6 +128,7 @@ class DeviceRunner:
             min_face_size=rec.min_face_size,
             emotion_analyzer=emotion,
             emotions=EmotionPersistence(cfg.emotions) if emotion is not None else None,
+            fusion_frames=rec.fusion_frames,
         )
         self.engine.handlers.append(self.stage)
         if self.preview is not None:
@@ -170,6 +175,7 @@ class DeviceRunner:
             },
             "stage_ms": stats.stage_ms,
             "recognition": vars(self.stage.stats) if self.stage else {},
+            "operating_point": self.operating_point_report(),
             "telemetry": telemetry.sample() if telemetry is not None else {},
             "outbox": self.client.stats(),
             "sync": {
@@ -178,6 +184,24 @@ class DeviceRunner:
                 if k in ("version", "age_seconds", "last_error")
             },
         }
+
+    def operating_point_report(self) -> dict[str, Any]:
+        """The decision threshold in force per model and the enrolments it may confuse
+        (docs/recognition.md), for heartbeats and ``fr-edge status``."""
+        matcher = self.stage.matcher if self.stage else None
+        points = getattr(matcher, "operating_points", None)
+        if points is None:
+            return {}
+        out: dict[str, Any] = {}
+        for model, point in points().items():
+            entry = point.as_dict()
+            confusable = getattr(matcher, "confusable", None)
+            pairs = confusable(model, limit=10) if confusable is not None else None
+            entry["confusable_pairs"] = (
+                None if pairs is None else [{"a": a, "b": b, "similarity": v} for a, b, v in pairs]
+            )
+            out[model] = entry
+        return out
 
     def _beat(self) -> None:
         while not self._stop.wait(self.config.heartbeat_interval_seconds):

@@ -12,8 +12,10 @@ re-embedding a face whose identity is confirmed (``needs_embedding``).
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from fr_core.interfaces import Detection
 
@@ -42,6 +44,8 @@ class Track:
     embedded_frame: int = -(10**9)  # frame of the last embedding
     streak: int = 0  # consecutive embeddings that gave user_id (a user, or nobody)
     labels: dict[str, float] = field(default_factory=dict)
+    threshold_distance: float | None = None  # operating point of the last decision
+    embeddings: deque[Any] = field(default_factory=deque)  # the last ones, for fusion
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:

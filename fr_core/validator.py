@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 class _Track:
     last_frame: int
     frames_tracked: int = 0
+    threshold: float | None = None  # operating point (cosine distance) of the last decision
     window: deque[tuple[str | None, float]] = field(default_factory=deque)
 
 
@@ -132,11 +133,14 @@ class EventValidator:
         frame_id: int,
         *,
         inference_ms: float = 0.0,
+        match_threshold: float | None = None,
     ) -> FacialIdEvent | None:
         """Record one recognition; return a facial_id event when the identity is confirmed.
 
         ``distance`` is the cosine distance to ``user_id``'s enrolment (for unknown faces,
-        to the nearest one): a finite number in [0, 2].
+        to the nearest one): a finite number in [0, 2]. ``match_threshold`` is the cosine
+        distance of the operating point that decided it (fr_core.decision); the event's
+        confidence is centred on it (default: the validator's ``match_threshold``).
         """
         _require(
             isinstance(track_id, (str, int)) and str(track_id) != "",
@@ -178,6 +182,8 @@ class EventValidator:
             self._tracks.move_to_end(track_id)
             track.last_frame = frame_id
             track.frames_tracked += 1
+            if match_threshold is not None:
+                track.threshold = float(match_threshold)
             track.window.append((user_id, float(distance)))
             if len(track.window) > self.confirmation_frames:
                 track.window.popleft()
@@ -242,7 +248,7 @@ class EventValidator:
             frames_tracked=track.frames_tracked,
             inference_ms=max(0.0, inference_ms),
             when=self._now(),
-            threshold=self.match_threshold,
+            threshold=track.threshold or self.match_threshold,
             steepness=self.confidence_steepness,
         )
         self._last_event[winner] = now

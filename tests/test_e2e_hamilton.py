@@ -1,5 +1,9 @@
 """End to end on the real video: the simulated camera replays the Hamilton clip through the
-engine with the CPU models; Miranda and Lacamoire are enrolled from their portraits."""
+engine with the CPU models; Miranda and Lacamoire are enrolled from their portraits.
+
+Run twice: with the default decision (threshold calibrated from recognition.target_far for
+the gallery, tracks decided on fused embeddings) and with the original module's fixed
+match_threshold 0.637 set explicitly."""
 
 from __future__ import annotations
 
@@ -21,13 +25,13 @@ from fr_core.recognition import RecognitionStage
 FPS = 29.97
 
 
-@pytest.fixture(scope="module")
-def run(fr_data):
+@pytest.fixture(scope="module", params=["calibrated", "fixed-0.637"])
+def run(fr_data, request):
     def go(cooldown):
         registry = build_registry()
         detector = registry.create(ComponentKind.DETECTOR, "yunet")
         embedder = registry.create(ComponentKind.EMBEDDER, "sface")
-        matcher = NumpyMatcher(threshold=0.637)
+        matcher = NumpyMatcher(0.637 if request.param == "fixed-0.637" else None)
         ids, rows = [], []
         for uid, photo in (
             ("EMP-MIRANDA", "lin-manuel-miranda.png"),

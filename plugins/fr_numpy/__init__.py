@@ -9,6 +9,10 @@ before or after a whole batch of changes, never half of one.
 
 Embeddings of different models are never compared: a query names its model and only that
 gallery is searched; a query of the wrong dimension is an error.
+
+Each snapshot carries the operating point of its own gallery (:func:`fr_core.decision.calibrate`,
+computed when the snapshot is built), so a decision never pairs a gallery with another
+gallery's threshold: ``identify`` returns both from one snapshot.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fr_core import hookimpl
+from fr_core.decision import Candidates, DecisionPolicy, OperatingPoint, calibrate, confusable_pairs
 from fr_core.interfaces import Match
+
+# Confusable pairs are found by an all-pairs search (O(n^2)); above this many enrolments a
+# device leaves it to ``fr-edge calibrate``.
+CONFUSABLE_UP_TO = 20_000
 
 
 class NumpyMatcherConfig(BaseModel):
@@ -32,8 +41,9 @@ class NumpyMatcherConfig(BaseModel):
         None,
         gt=0,
         lt=2,
-        description="largest cosine distance reported as a match; "
-        "default: the top-level match_threshold",
+        description="a fixed cosine distance for this matcher, instead of the operating "
+        "point calibrated from recognition.target_far (default: the top-level "
+        "match_threshold when the config sets it)",
     )
 
 
@@ -41,7 +51,9 @@ class NumpyMatcherConfig(BaseModel):
 class _Gallery:
     matrix: np.ndarray  # (n, d) float32, rows L2-normalised, read-only
     ids: tuple[str, ...]
+    point: OperatingPoint
     index: dict[str, int] = field(default_factory=dict)
+    cache: dict[str, object] = field(default_factory=dict)  # derived figures, computed once
 
     @property
     def dim(self) -> int:
@@ -60,19 +72,32 @@ def _normalise(rows: np.ndarray) -> np.ndarray:
     return rows / norms
 
 
-def _make(matrix: np.ndarray, ids: Sequence[str]) -> _Gallery:
-    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-    matrix.setflags(write=False)
-    return _Gallery(matrix, tuple(ids), {u: i for i, u in enumerate(ids)})
-
-
 class NumpyMatcher:
-    """Thread-safe: any number of concurrent searches, writers serialised by a lock."""
+    """Thread-safe: any number of concurrent searches, writers serialised by a lock.
 
-    def __init__(self, threshold: float = 0.637) -> None:
-        self.threshold = threshold
+    ``threshold`` (a cosine distance) fixes the decision threshold; without it the operating
+    point is calibrated for each gallery from ``policy`` (default: the default target
+    false-accept rate)."""
+
+    def __init__(
+        self, threshold: float | None = None, *, policy: DecisionPolicy | None = None
+    ) -> None:
+        if threshold is not None and policy is not None:
+            raise ValueError("give a fixed threshold or a policy, not both")
+        self.policy = policy or DecisionPolicy(match_threshold=threshold)
         self._galleries: dict[str, _Gallery] = {}
         self._write = threading.Lock()
+
+    @property
+    def threshold(self) -> float | None:
+        """The fixed cosine distance, or None when the threshold is calibrated."""
+        return self.policy.match_threshold
+
+    def _make(self, model: str, matrix: np.ndarray, ids: Sequence[str]) -> _Gallery:
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        matrix.setflags(write=False)
+        point = calibrate(model, matrix, self.policy)
+        return _Gallery(matrix, tuple(ids), point, {u: i for i, u in enumerate(ids)})
 
     # --- queries --------------------------------------------------------------------------
 
@@ -93,30 +118,58 @@ class NumpyMatcher:
             )
         return g
 
-    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]:
-        """The ``k`` nearest enrolments of ``model`` by cosine distance, nearest first,
-        with distance <= the threshold."""
-        q = np.asarray(embedding, dtype=np.float32).reshape(-1)
-        g = self._gallery(model, q.size)
-        if g is None or not g.ids:
+    def operating_point(self, model: str) -> OperatingPoint | None:
+        """The operating point of ``model``'s current gallery (None: no such gallery)."""
+        g = self._galleries.get(model)
+        return g.point if g is not None else None
+
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        return {m: g.point for m, g in self._galleries.items()}
+
+    def confusable(self, model: str, limit: int = 20) -> list[tuple[str, str, float]] | None:
+        """Pairs of enrolments of ``model`` that reach its threshold against each other
+        (computed once per gallery snapshot); None above ``CONFUSABLE_UP_TO`` enrolments."""
+        g = self._galleries.get(model)
+        if g is None:
             return []
+        if len(g.ids) > CONFUSABLE_UP_TO:
+            return None
+        key = f"confusable:{limit}"
+        if key not in g.cache:
+            g.cache[key] = confusable_pairs(g.matrix, g.ids, g.point.threshold, limit=limit)
+        return g.cache[key]  # type: ignore[return-value]
+
+    def _nearest(self, g: _Gallery, q: np.ndarray, k: int) -> list[Match]:
         nq = float(np.linalg.norm(q))
         if not np.isfinite(nq) or nq == 0:
             raise ValueError("query embedding must be finite and non-zero")
         scores = g.matrix @ q
         if k == 1:
             i = int(np.argmax(scores))
-            dist = 1.0 - float(scores[i]) / nq
-            return [Match(g.ids[i], max(0.0, dist))] if dist <= self.threshold else []
+            return [Match(g.ids[i], max(0.0, 1.0 - float(scores[i]) / nq))]
         k = min(k, len(g.ids))
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top], kind="stable")]
-        out = []
-        for i in top:
-            dist = 1.0 - float(scores[i]) / nq
-            if dist <= self.threshold:
-                out.append(Match(g.ids[int(i)], max(0.0, dist)))
-        return out
+        return [Match(g.ids[int(i)], max(0.0, 1.0 - float(scores[i]) / nq)) for i in top]
+
+    def identify(self, model: str, embedding: np.ndarray, k: int = 1) -> Candidates:
+        """The ``k`` nearest enrolments, not thresholded, with the operating point of the
+        same gallery snapshot: what :func:`fr_core.decision.decide` needs."""
+        q = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        g = self._gallery(model, q.size)
+        if g is None:
+            return Candidates((), calibrate(model, np.empty((0, q.size), np.float32), self.policy))
+        return Candidates(self._nearest(g, q, k) if g.ids else (), g.point)
+
+    def search(self, model: str, embedding: np.ndarray, k: int = 1) -> list[Match]:
+        """The ``k`` nearest enrolments of ``model`` by cosine distance, nearest first,
+        that reach the gallery's operating point."""
+        q = np.asarray(embedding, dtype=np.float32).reshape(-1)
+        g = self._gallery(model, q.size)
+        if g is None or not g.ids:
+            return []
+        limit = g.point.distance + 1e-9
+        return [m for m in self._nearest(g, q, k) if m.distance <= limit]
 
     def search_batch(self, model: str, embeddings: np.ndarray) -> list[Match | None]:
         """Top-1 for each row of ``embeddings`` (one matrix product for the whole batch)."""
@@ -131,10 +184,11 @@ class NumpyMatcher:
             raise ValueError("query embeddings must be finite and non-zero")
         scores = Q @ g.matrix.T  # (b, n)
         best = np.argmax(scores, axis=1)
+        limit = g.point.distance + 1e-9
         out: list[Match | None] = []
         for r, i in enumerate(best):
             dist = 1.0 - float(scores[r, i]) / float(norms[r])
-            out.append(Match(g.ids[int(i)], max(0.0, dist)) if dist <= self.threshold else None)
+            out.append(Match(g.ids[int(i)], max(0.0, dist)) if dist <= limit else None)
         return out
 
     # --- updates --------------------------------------------------------------------------
@@ -147,14 +201,15 @@ class NumpyMatcher:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(ids):
             raise ValueError(f"need an (n, dim) array for {len(ids)} ids, got shape {emb.shape}")
-        gallery = _make(_normalise(emb) if len(ids) else emb, ids)
+        gallery = self._make(model, _normalise(emb) if len(ids) else emb, ids)
         with self._write:
             self._galleries = {**self._galleries, model: gallery}
 
     def load(self, model: str, user_ids: Sequence[str], normalised: np.ndarray) -> None:
         """Install a gallery whose rows are already L2-normalised float32 (no copy made)."""
         with self._write:
-            self._galleries = {**self._galleries, model: _make(normalised, list(user_ids))}
+            gallery = self._make(model, normalised, list(user_ids))
+            self._galleries = {**self._galleries, model: gallery}
 
     def add(self, model: str, user_id: str, embedding: np.ndarray) -> None:
         self.apply(upserts=[(model, user_id, embedding)])
@@ -195,11 +250,12 @@ class NumpyMatcher:
                 per = ups.get(m, {})
                 drop = (gone if scope is None or m in scope else set()) | (upserted - per.keys())
                 if per or (g is not None and drop & g.index.keys()):
-                    new[m] = self._patched(g, per, drop)
+                    new[m] = self._patched(m, g, per, drop)
             self._galleries = new
 
-    @staticmethod
-    def _patched(g: _Gallery | None, ups: dict[str, np.ndarray], drop: set[str]) -> _Gallery:
+    def _patched(
+        self, model: str, g: _Gallery | None, ups: dict[str, np.ndarray], drop: set[str]
+    ) -> _Gallery:
         ids_up = list(ups)
         if ids_up:
             rows = _normalise(
@@ -208,7 +264,7 @@ class NumpyMatcher:
         else:
             rows = np.empty((0, g.dim if g else 0), np.float32)
         if g is None or not g.ids:
-            return _make(rows, ids_up)
+            return self._make(model, rows, ids_up)
         if ids_up and rows.shape[1] != g.dim:
             raise ValueError(
                 f"embedding dimension {rows.shape[1]} differs from the gallery's {g.dim}"
@@ -224,19 +280,21 @@ class NumpyMatcher:
         if append:
             matrix = np.concatenate([matrix, rows[append]])
             ids += [ids_up[r] for r in append]
-        return _make(matrix, ids)
+        return self._make(model, matrix, ids)
 
 
 @hookimpl
 def fr_register_matchers(register: Any) -> None:
     def factory(cfg: NumpyMatcherConfig, ctx: Any) -> NumpyMatcher:
         app = getattr(ctx, "app_config", None)
-        threshold = cfg.threshold or (app.match_threshold if app is not None else 0.637)
-        return NumpyMatcher(threshold)
+        if cfg.threshold is not None:
+            return NumpyMatcher(cfg.threshold)
+        return NumpyMatcher(policy=DecisionPolicy.from_config(app) if app is not None else None)
 
     register(
         "numpy",
         factory,
         NumpyMatcherConfig,
-        description="exact cosine search, one gallery per model, atomic batch updates",
+        description="exact cosine search, one gallery per model, atomic batch updates, "
+        "operating point calibrated per gallery",
     )
