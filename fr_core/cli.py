@@ -230,6 +230,60 @@ def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None
     )
 
 
+def _face_models(cfg: AppConfig, registry: Any) -> tuple[Any, Any, str]:
+    """The config's detector and embedder (YuNet and SFace when it names none), and the
+    detector's name."""
+    from fr_core.interfaces import ComponentKind
+    from fr_core.plugins import BuildContext
+
+    ctx = BuildContext(registry=registry, app_config=cfg)
+    det_block, emb_block = cfg.detector, cfg.embedder
+    detector_name = det_block.plugin if det_block else "yunet"
+    detector = registry.create(
+        ComponentKind.DETECTOR,
+        detector_name,
+        det_block.options if det_block else {},
+        ctx,
+        path="detector",
+    )
+    embedder = registry.create(
+        ComponentKind.EMBEDDER,
+        emb_block.plugin if emb_block else "sface",
+        emb_block.options if emb_block else {},
+        ctx,
+        path="embedder",
+    )
+    return detector, embedder, detector_name
+
+
+def _matcher(cfg: AppConfig, registry: Any) -> Any:
+    """A new matcher as the config names it (numpy by default), with the config's policy."""
+    from fr_core.interfaces import ComponentKind
+    from fr_core.plugins import BuildContext
+
+    block = cfg.matcher
+    return registry.create(
+        ComponentKind.MATCHER,
+        block.plugin if block else "numpy",
+        block.options if block else {},
+        BuildContext(registry=registry, app_config=cfg),
+        path="matcher",
+    )
+
+
+def _gallery_of(db: Any, model: str) -> tuple[list[str], Any]:
+    """User ids and (n, dim) float32 embeddings of one model's enrolments in ``db``."""
+    import numpy as np
+
+    ids: list[str] = []
+    blocks = []
+    for m, block_ids, block in db.iter_embedding_blocks(5000):
+        if m == model:
+            ids += block_ids
+            blocks.append(block)
+    return ids, (np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32))
+
+
 @main.command()
 @device_config_option
 @click.argument("user_id")
@@ -249,6 +303,11 @@ def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None
     show_default=True,
     help="Least sharpness (variance of the Laplacian of the 112 px face crop).",
 )
+@click.option(
+    "--allow-similar",
+    is_flag=True,
+    help="Enrol even if the face is recognised as another enrolled employee.",
+)
 def enroll(
     config_file: Path,
     user_id: str,
@@ -256,17 +315,19 @@ def enroll(
     display_name: str | None,
     min_face: int,
     min_sharpness: float,
+    allow_similar: bool,
 ) -> None:
     """Enrol an employee on this device from a photo (dev mode only).
 
     Production devices get their enrolments from the broker by sync; this command refuses
     to run unless the config sets dev_mode: true. The photo must show exactly one face, at
-    least --min-face pixels, sharp enough.
+    least --min-face pixels, sharp enough, and not be recognised as another employee by the
+    device's own decision (fr_core.decision) unless --allow-similar is given.
     """
     import cv2
+    import numpy as np
 
-    from fr_core.interfaces import ComponentKind
-    from fr_core.plugins import BuildContext
+    from fr_core.decision import identify
     from fr_core.recognition import photo_face
     from fr_core.storage import DatabaseManager, DevModeError
 
@@ -277,22 +338,7 @@ def enroll(
             "employees are enrolled centrally and reach devices by sync"
         )
     registry = build_registry()
-    ctx = BuildContext(registry=registry, app_config=cfg)
-    det_block, emb_block = cfg.detector, cfg.embedder
-    detector = registry.create(
-        ComponentKind.DETECTOR,
-        det_block.plugin if det_block else "yunet",
-        det_block.options if det_block else {},
-        ctx,
-        path="detector",
-    )
-    embedder = registry.create(
-        ComponentKind.EMBEDDER,
-        emb_block.plugin if emb_block else "sface",
-        emb_block.options if emb_block else {},
-        ctx,
-        path="embedder",
-    )
+    detector, embedder, detector_name = _face_models(cfg, registry)
     image, face = photo_face(detector, photo)
     size = int(min(face.bbox[2], face.bbox[3]))
     if size < min_face:
@@ -313,12 +359,30 @@ def enroll(
         )
     embedding = embedder.embed(image, face)
     with DatabaseManager.from_config(cfg, registry) as db:
+        if not allow_similar:
+            # the device's own decision: would this face be taken for someone else?
+            matcher = _matcher(cfg, registry)
+            ids, rows = _gallery_of(db, embedder.model_name)
+            others = [i for i, u in enumerate(ids) if u != user_id]
+            matcher.replace_gallery(
+                embedder.model_name,
+                [ids[i] for i in others],
+                rows[others] if others else np.empty((0, embedding.size), np.float32),
+            )
+            decision = identify(matcher, embedder.model_name, embedding)
+            if decision.user_id is not None:
+                raise FrEdgeError(
+                    f"the face in {photo} is recognised as {decision.user_id} (similarity "
+                    f"{decision.similarity:.3f}, threshold {decision.threshold:.3f}): the same "
+                    "person enrolled twice, or two people the device cannot tell apart. "
+                    "Remove the other enrolment, or pass --allow-similar to enrol anyway"
+                )
         db.enroll_local(
             user_id,
             embedding,
             embedder.model_name,
             display_name=display_name,
-            detector=det_block.plugin if det_block else "yunet",
+            detector=detector_name,
         )
     click.echo(
         f"enrolled {user_id} ({embedder.model_name}, {embedding.size} values; face "
@@ -480,6 +544,248 @@ def sync(config_file: Path, progress: bool | None) -> None:
     click.echo(line)
     if not result.ok:
         raise FrEdgeError(f"sync failed: {result.error}")
+
+
+# --- evaluate and calibrate ---------------------------------------------------------------
+
+optional_config_option = click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Device config file (default: the embedded defaults: YuNet, SFace, numpy matcher).",
+)
+target_far_option = click.option(
+    "--target-far",
+    type=click.FloatRange(min=0, max=0.1, min_open=True),
+    help="Target false-accept rate per decision (default: the config's recognition.target_far).",
+)
+
+
+def _config_or_default(config_file: Path | None, target_far: float | None) -> AppConfig:
+    from fr_core.config import default_config
+
+    cfg = load_config(config_file) if config_file is not None else default_config()
+    if target_far is not None:
+        rec = cfg.recognition.model_copy(update={"target_far": target_far})
+        cfg = cfg.model_copy(update={"recognition": rec})
+    return cfg
+
+
+@main.command()
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@optional_config_option
+@target_far_option
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("evaluation"),
+    show_default=True,
+    help="Folder for report.json, report.md, det.png and false_accepts.png.",
+)
+@click.option(
+    "--sizes", default="10,50", show_default=True, help="Gallery sizes below all enrolled."
+)
+@click.option(
+    "--draws",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Random galleries drawn per smaller size.",
+)
+@click.option(
+    "--distractors",
+    default="250,500,1000",
+    show_default=True,
+    help="Unknown people enrolled as distractors to grow the gallery.",
+)
+@click.option(
+    "--face",
+    type=click.Choice(["central", "largest"]),
+    default="central",
+    show_default=True,
+    help="Which face of a photo with several.",
+)
+@click.option(
+    "--baseline",
+    type=click.FloatRange(min=0, max=2, min_open=True),
+    default=0.637,
+    show_default=True,
+    help="Fixed cosine distance to compare with (0.637: SFace's pair-verification point).",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."
+)
+def evaluate(
+    folder: Path,
+    config_file: Path | None,
+    target_far: float | None,
+    out_dir: Path,
+    sizes: str,
+    draws: int,
+    distractors: str,
+    face: str,
+    baseline: float,
+    seed: int,
+    plots: bool,
+    progress: bool | None,
+) -> None:
+    """Measure open-set identification on a labelled folder of photos.
+
+    FOLDER has a manifest.csv (identity,file,role; role gallery, probe or unknown), as
+    ../shared/data/lfw-dev. Every photo goes through the configured detector and embedder,
+    every decision through the device's own matcher and decision rule. Reports right-person
+    acceptance, wrong-employee matches and strangers accepted per gallery size, for single
+    photos and tracks of three, against a fixed-threshold baseline (docs/recognition.md).
+    """
+    from fr_core import evaluation as ev
+    from fr_core.decision import DecisionPolicy
+
+    def ints(text: str, what: str) -> list[int]:
+        try:
+            return [int(x) for x in text.split(",") if x.strip()]
+        except ValueError:
+            raise click.BadParameter(
+                f"{what} must be integers separated by commas: {text!r}"
+            ) from None
+
+    cfg = _config_or_default(config_file, target_far)
+    photos = ev.read_manifest(folder)
+    registry = build_registry()
+    detector, embedder, _ = _face_models(cfg, registry)
+    show = progress if progress is not None else sys.stderr.isatty()
+    started = time.perf_counter()
+    embeddings, problems = ev.embed_photos(
+        folder, photos, detector, embedder, face=face, progress=show
+    )
+    embed_seconds = time.perf_counter() - started
+    policy = DecisionPolicy.from_config(cfg)
+
+    def make_matcher(pol: DecisionPolicy | None) -> Any:
+        if pol is None or pol == policy:
+            return _matcher(cfg, registry)
+        return _matcher(cfg.model_copy(update={"match_threshold": pol.match_threshold}), registry)
+
+    report = ev.evaluate(
+        photos,
+        embeddings,
+        embedder.model_name,
+        make_matcher,
+        policy=policy,
+        baseline=DecisionPolicy(match_threshold=baseline),
+        sizes=ints(sizes, "--sizes"),
+        draws=draws,
+        distractors=ints(distractors, "--distractors"),
+        seed=seed,
+        progress=show,
+    )
+    report["seconds"] = {
+        "embedding": round(embed_seconds, 1),
+        "total": round(time.perf_counter() - started, 1),
+    }
+    report["no_embedding_reasons"] = sorted({p for p in problems if p})
+    report["folder"] = str(folder)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from fr_core.files import atomic_write
+
+    atomic_write(out_dir / "report.json", json.dumps(report, indent=1).encode())
+    atomic_write(out_dir / "report.md", (ev.table(report) + "\n").encode())
+    written = ev.write_plots(report, out_dir) if plots else []
+    click.echo(ev.table(report))
+    click.echo(
+        f"{report['photos']} photos ({len(report['no_embedding'])} without a face) in "
+        f"{report['seconds']['total']:.0f} s; report: {out_dir / 'report.json'}"
+        + "".join(f", {p}" for p in written)
+    )
+
+
+@main.command()
+@optional_config_option
+@click.option(
+    "--gallery",
+    "gallery_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A central-side gallery instead of the device database: JSON lines with user_id, "
+    "model and embedding (base64 of little-endian float32), as sync upserts.",
+)
+@target_far_option
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the report as JSON to this file (nothing is written otherwise).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def calibrate(
+    config_file: Path | None,
+    gallery_file: Path | None,
+    target_far: float | None,
+    report_file: Path | None,
+    as_json: bool,
+) -> None:
+    """Report the operating point for the current gallery.
+
+    For each model: the similarity threshold the device uses, the false accepts to expect
+    per 1,000 strangers, what other targets and the fixed 0.363 would give, and the
+    enrolments so close to another that they risk being confused (one person enrolled twice,
+    or twins). Reads the device database (--config) or a central-side file (--gallery);
+    writes nothing unless --report is given.
+    """
+    from fr_core.decision import DecisionPolicy, calibrate_report
+
+    if config_file is None and gallery_file is None:
+        raise click.UsageError("give --config (the device database) or --gallery FILE")
+    cfg = _config_or_default(config_file, target_far)
+    policy = DecisionPolicy.from_config(cfg)
+    if gallery_file is not None:
+        from fr_core.decision import read_gallery_file
+
+        galleries = read_gallery_file(gallery_file)
+    else:
+        assert config_file is not None
+        _, _, db = _open_db(config_file, must_exist=True)
+        try:
+            galleries = {m: _gallery_of(db, m) for m in sorted(db.count_enrollments())}
+        finally:
+            db.close()
+    registry = build_registry()
+    report = {
+        model: calibrate_report(model, ids, rows, _matcher(cfg, registry), policy)
+        for model, (ids, rows) in galleries.items()
+    }
+    if report_file is not None:
+        from fr_core.files import atomic_write
+
+        atomic_write(report_file, json.dumps(report, indent=1).encode())
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    if not report:
+        click.echo("no enrolments: nothing to calibrate")
+    for model, r in report.items():
+        op = r["operating_point"]
+        click.echo(
+            f"{model}: {op['gallery_size']} enrolments, threshold {op['threshold']:.3f} "
+            f"({op['method']}, target {op['target_far']}); expected false accepts per 1,000 "
+            f"strangers: {op['expected_false_accepts_per_1000']:.2f}"
+        )
+        for row in r["targets"]:
+            click.echo(f"  target {row['target_far']:<7g} threshold {row['threshold']:.3f}")
+        fixed = r["fixed_verification_point"]
+        if fixed is not None:
+            click.echo(
+                f"  a fixed {fixed['threshold']:.3f} would accept "
+                f"{fixed['expected_false_accepts_per_1000']:.1f} per 1,000 strangers"
+            )
+        pairs = r["confusable_pairs"]
+        if pairs:
+            click.echo(f"  {len(pairs)} pairs of enrolments at or above the threshold:")
+            for p in pairs[:20]:
+                click.echo(f"    {p['a']} ~ {p['b']}: {p['similarity']:.3f}")
+        else:
+            click.echo("  no two enrolments reach the threshold against each other")
 
 
 # --- reference broker -----------------------------------------------------------------------

@@ -61,3 +61,22 @@ def test_blurred_photos_are_refused(fr_data, tmp_path):
     cv2.imwrite(str(blurred), cv2.GaussianBlur(img, (0, 0), 6))
     out = enroll(config(tmp_path), "EMP-1", str(blurred))
     assert out.exit_code == 1 and "too blurred" in out.output
+
+
+def test_a_face_recognised_as_another_employee_is_refused(fr_data, tmp_path):
+    """The device's own decision runs on the new face: the same person under a second id
+    (obama2.jpg after obama.jpg) is refused, unless --allow-similar; re-enrolling the same
+    id with another photo is not a conflict."""
+    cfg = config(tmp_path)
+    faces = fr_data / "faces"
+    assert enroll(cfg, "EMP-1", str(faces / "obama.jpg")).exit_code == 0
+    out = enroll(cfg, "EMP-2", str(faces / "obama2.jpg"))
+    assert out.exit_code == 1
+    assert "is recognised as EMP-1 (similarity 0.7" in out.output
+    assert "--allow-similar" in out.output
+    assert enroll(cfg, "EMP-1", str(faces / "obama2.jpg")).exit_code == 0  # same person, same id
+    assert enroll(cfg, "EMP-BIDEN", str(faces / "biden.jpg")).exit_code == 0  # someone else
+    forced = enroll(cfg, "EMP-2", str(faces / "obama.jpg"), "--allow-similar")
+    assert forced.exit_code == 0, forced.output
+    with DatabaseManager(str(tmp_path / "faces.db"), dev_mode=True) as db:
+        assert sorted(db.get_all_enrollments()) == ["EMP-1", "EMP-2", "EMP-BIDEN"]

@@ -64,6 +64,11 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
     assert beats and beats[-1]["device_id"] == "cam-001" and "outbox" in beats[-1]
     assert "cpu_temp_c" in beats[-1]["telemetry"]
     assert beats[-1]["recognition"]["analyses"] > 0  # the emotion analyzer ran
+    # the operating point in force: calibrated for the two enrolments from the default target
+    point = beats[-1]["operating_point"]["SFace"]
+    assert point["gallery_size"] == 2 and point["target_far"] == 0.001
+    assert point["method"] in ("calibrated", "floor") and point["threshold"] >= 0.363
+    assert point["confusable_pairs"] == []  # Miranda and Lacamoire are far apart
     assert KEY not in out.output
 
 
