@@ -12,7 +12,7 @@ The model (docs/recognition.md has the measurements behind it): a stranger's cos
 similarity to one enrolment of another person follows the gallery's own impostor distribution,
 which for SFace is close to a normal distribution N(mu, sd) far into its tail (measured on
 500,000 LFW pairs up to 4 standard deviations). The gallery's pairs of different employees
-estimate mu and sd (all pairs up to 400 enrolments, a fixed sample of 50,000 pairs above, so a
+estimate mu and sd (all pairs up to 400 enrolments, a fixed sample of 20,000 pairs above, so a
 100,000 gallery costs milliseconds); a small gallery borrows strength from the embedding
 model's prior. A stranger is accepted when the best of N comparisons reaches the threshold t,
 so ``P(false accept) = 1 - Phi((t - mu) / sd) ** N``; the threshold solves that for the
@@ -49,7 +49,7 @@ MODEL_PRIORS: dict[str, dict[str, float]] = {
 }
 PRIOR_WEIGHT_PAIRS = 500  # a gallery's own pairs outweigh the prior from ~32 enrolments on
 ALL_PAIRS_UP_TO = 400  # enrolments; larger galleries use a fixed sample of pairs
-SAMPLED_PAIRS = 50_000
+SAMPLED_PAIRS = 20_000
 MIN_OWN_PAIRS = 190  # a model without a prior needs 20 enrolments before calibration
 DEFAULT_TARGET_FAR = 0.001
 UNCALIBRATED = 1.0 + 1e-6  # a similarity no embedding reaches: nobody is accepted

@@ -216,3 +216,48 @@ def test_bench_incremental_sync(benchmark, tmp_path):
         median = benchmark.stats.stats.median
         print(f"\nincremental sync of 100 changes into {count}: median {median * 1e3:.1f} ms")
         assert median <= 0.250
+
+
+@pytest.mark.benchmark(group="sync")
+def test_bench_gallery_update_with_calibration(benchmark, monkeypatch):
+    """Issue 11: the operating point is recomputed with every gallery change; on a 100,000
+    gallery a batch of 100 changes with calibration costs <= 2x the same batch with the
+    calibration replaced by a constant (same run, paired)."""
+    import fr_numpy
+
+    from fr_core.decision import calibrate
+
+    count = size_for(benchmark)
+    rng = np.random.default_rng(2)
+    E = rng.standard_normal((count, DIM)).astype(np.float32)
+    E /= np.linalg.norm(E, axis=1, keepdims=True)
+    ids = [f"EMP-{i:06d}" for i in range(count)]
+    ups = [("SFace", ids[i], rng.standard_normal(DIM).astype(np.float32)) for i in range(75)]
+    gone = ids[-25:]
+
+    def batch(m):
+        m.load("SFace", ids, E)
+        m.apply(upserts=ups, removals=gone)
+
+    calibrated = NumpyMatcher()
+    benchmark.pedantic(batch, args=(calibrated,), rounds=1 if benchmark.disabled else 10)
+    point = calibrated.operating_point("SFace")
+    assert point.gallery_size == count - 25 and point.method == "calibrated"
+    if benchmark.disabled:
+        return
+    constant = calibrate("SFace", E[:500])
+    plain = NumpyMatcher()
+
+    def without():
+        with monkeypatch.context() as mp:
+            mp.setattr(fr_numpy, "calibrate", lambda *a, **k: constant)
+            batch(plain)
+
+    ours, bare = _paired(lambda: batch(calibrated), without, number=3, repeat=11)
+    ratio = ours / bare
+    benchmark.extra_info.update(ratio_vs_uncalibrated=ratio, ours_ms=ours * 1e3, bare_ms=bare * 1e3)
+    print(
+        f"\n100 changes into {count} x {DIM}: with calibration {ours * 1e3:.1f} ms, "
+        f"without {bare * 1e3:.1f} ms, ratio {ratio:.2f}"
+    )
+    assert ratio <= 2.0
