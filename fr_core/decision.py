@@ -43,9 +43,12 @@ _NORMAL = NormalDist()
 # measured on ../shared/data/lfw-dev (250 gallery photos, 31,125 pairs of different people;
 # 250,000 probe-gallery pairs gave mean 0.085, sd 0.089), docs/recognition.md.
 # verification: the model's published pair-verification threshold (cosine similarity), the
-# most lenient threshold a decision ever uses.
+# most lenient threshold a decision ever uses. fusion_shift: how much higher a stranger's
+# fused embedding (a track's mean of 3-5) scores against other people than one photo does
+# (impostor mean 0.090 -> 0.103-0.105, same sd, on lfw-dev: tests/bench/recognition_rules.py);
+# the threshold for fused decisions is raised by as much so that tracks keep the target too.
 MODEL_PRIORS: dict[str, dict[str, float]] = {
-    "SFace": {"mean": 0.087, "sd": 0.088, "verification": 0.363},
+    "SFace": {"mean": 0.087, "sd": 0.088, "verification": 0.363, "fusion_shift": 0.015},
 }
 PRIOR_WEIGHT_PAIRS = 500  # a gallery's own pairs outweigh the prior from ~32 enrolments on
 ALL_PAIRS_UP_TO = 400  # enrolments; larger galleries use a fixed sample of pairs
@@ -97,6 +100,7 @@ class OperatingPoint:
     model: str
     gallery_size: int
     threshold: float  # cosine similarity the nearest enrolment must reach
+    track_threshold: float  # the same for a fused embedding (a track's frames together)
     method: str  # "calibrated", "fixed" (match_threshold), "floor" (verification point), ...
     target_far: float | None  # None for a fixed threshold
     impostor_mean: float
@@ -111,7 +115,7 @@ class OperatingPoint:
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("threshold", "impostor_mean", "impostor_sd"):
+        for k in ("threshold", "track_threshold", "impostor_mean", "impostor_sd"):
             d[k] = round(d[k], 4)
         d["expected_false_accepts_per_1000"] = round(d["expected_false_accepts_per_1000"], 3)
         return d
@@ -199,10 +203,12 @@ def calibrate(
         if threshold < floor:
             threshold, method = floor, "floor"
     fa = false_accept_rate(threshold, mean, sd, n) if sd > 0 else float(threshold <= mean)
+    shift = prior.get("fusion_shift", 0.0) if prior is not None and method != "fixed" else 0.0
     return OperatingPoint(
         model=model,
         gallery_size=n,
         threshold=float(threshold),
+        track_threshold=float(threshold + shift),
         method=method,
         target_far=None if method == "fixed" else policy.target_far,
         impostor_mean=mean,
@@ -212,22 +218,25 @@ def calibrate(
     )
 
 
-def decide(candidates: Candidates) -> Decision:
+def decide(candidates: Candidates, *, fused: bool = False) -> Decision:
     """The one open-set decision: the nearest enrolment if it reaches the operating point's
-    threshold, else nobody."""
+    threshold (its ``track_threshold`` for a ``fused`` embedding of several frames or
+    photos), else nobody."""
     point = candidates.point
+    threshold = point.track_threshold if fused else point.threshold
     if not candidates.matches:
-        return Decision(None, -1.0, point.threshold, "empty_gallery")
+        return Decision(None, -1.0, threshold, "empty_gallery")
     best = candidates.matches[0]
     similarity = 1.0 - float(best.distance)
-    if similarity >= point.threshold:
-        return Decision(best.user_id, similarity, point.threshold, "match")
-    return Decision(None, similarity, point.threshold, "below_threshold")
+    if similarity >= threshold:
+        return Decision(best.user_id, similarity, threshold, "match")
+    return Decision(None, similarity, threshold, "below_threshold")
 
 
-def identify(matcher: Any, model: str, embedding: np.ndarray) -> Decision:
-    """Decide ``embedding`` against ``matcher``'s gallery of ``model``."""
-    return decide(matcher.identify(model, embedding))
+def identify(matcher: Any, model: str, embedding: np.ndarray, *, fused: bool = False) -> Decision:
+    """Decide ``embedding`` (``fused``: the :func:`fuse` of several) against ``matcher``'s
+    gallery of ``model``."""
+    return decide(matcher.identify(model, embedding), fused=fused)
 
 
 def fuse(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:

@@ -127,8 +127,9 @@ class RecognitionStage:
                 track.embeddings.append(embedding)
                 while len(track.embeddings) > self.fusion_frames:
                     track.embeddings.popleft()
-                query = fuse(track.embeddings) if len(track.embeddings) > 1 else embedding
-                decision = identify(self.matcher, self.embedder.model_name, query)
+                fused = len(track.embeddings) > 1
+                query = fuse(track.embeddings) if fused else embedding
+                decision = identify(self.matcher, self.embedder.model_name, query, fused=fused)
                 spent = (time.perf_counter() - t2) * 1000
                 self.stats.embed_ms += spent
                 self.stats.embeddings += 1

@@ -211,3 +211,14 @@ def test_gallery_file_errors_name_the_line(tmp_path, text, fragment):
     bad.write_text(text)
     with pytest.raises(DecisionError, match=fragment):
         read_gallery_file(bad)
+
+
+def test_a_large_gallery_is_calibrated_from_a_fixed_sample():
+    """100,000 enrolments: 20,000 sampled pairs, the same for the same size; one enrolment
+    more moves the threshold by less than 0.005 (docs/recognition.md)."""
+    rows = unit_rows(np.random.default_rng(10), 100_001)
+    a = calibrate("SFace", rows[:100_000])
+    assert a.pairs == 20_000 and a == calibrate("SFace", rows[:100_000])
+    b = calibrate("SFace", rows)
+    assert abs(a.threshold - b.threshold) < 0.005
+    assert b.track_threshold == pytest.approx(b.threshold + 0.015)
