@@ -11,6 +11,8 @@ fps, stage_latency_ms{stage}, recognition_latency_ms{step} (detect, embed, analy
 processed frame, per embedding, per analysis), faces_total, embeddings_total,
 events_total{type}, outbox_queue_depth, outbox_oldest_age_seconds, outbox_sent_total,
 outbox_failed_sends_total, outbox_dropped_total, sync_version, sync_age_seconds,
+match_threshold{model}, gallery_size{model}, expected_false_accepts_per_1000{model},
+confusable_pairs{model} (the open-set operating point in force, docs/recognition.md),
 telemetry{figure}, up.
 """
 
@@ -93,6 +95,7 @@ class RunnerCollector:
             events.add_metric(["facial_id"], rec.events)
             events.add_metric(["emotion"], rec.emotion_events)
             yield events
+        yield from self._operating_points(GaugeMetricFamily)
         box = r.client.stats()
         yield gauge("outbox_queue_depth", "events waiting in the outbox", box.get("queued"))
         yield gauge(
@@ -120,6 +123,32 @@ class RunnerCollector:
             except Exception as exc:  # a telemetry failure must not break the scrape
                 log.warning("telemetry failed during a metrics scrape: %s", exc)
             yield fam
+
+    def _operating_points(self, family: Any) -> Iterator[Any]:
+        points = self.runner.operating_point_report()
+        figures = (
+            ("match_threshold", "similarity the nearest enrolment must reach", "threshold"),
+            ("gallery_size", "enrolments the operating point was calibrated for", "gallery_size"),
+            (
+                "expected_false_accepts_per_1000",
+                "strangers per 1,000 predicted to be accepted as an employee",
+                "expected_false_accepts_per_1000",
+            ),
+        )
+        for name, doc, key in figures:
+            fam = family(f"fredge_{name}", doc, labels=["model"])
+            for model, point in points.items():
+                fam.add_metric([model], float(point[key]))
+            yield fam
+        pairs = family(
+            "fredge_confusable_pairs",
+            "pairs of enrolments that reach the threshold against each other (up to 10)",
+            labels=["model"],
+        )
+        for model, point in points.items():
+            if point.get("confusable_pairs") is not None:
+                pairs.add_metric([model], float(len(point["confusable_pairs"])))
+        yield pairs
 
 
 class MetricsServer:

@@ -90,6 +90,11 @@ def test_metrics_are_served_while_running(scraped):
     assert ("fredge_outbox_queue_depth", ()) in last
     assert ("fredge_telemetry", (("figure", "cpu_temp_c"),)) in last
     assert last[("fredge_frames_dropped_total", ())] >= 0
+    # the operating point in force for the one enrolment (SFace's verification floor)
+    assert last[("fredge_gallery_size", (("model", "SFace"),))] == 1
+    assert last[("fredge_match_threshold", (("model", "SFace"),))] >= 0.363
+    assert last[("fredge_confusable_pairs", (("model", "SFace"),))] == 0
+    assert 0 < last[("fredge_expected_false_accepts_per_1000", (("model", "SFace"),))] <= 1
 
 
 def test_the_scrapes_saw_the_event_and_no_employee_id(scraped):
