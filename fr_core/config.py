@@ -105,7 +105,7 @@ class RecognitionSettings(BaseModel):
     )
     target_far: float = Field(
         0.001,
-        gt=0.0,
+        ge=1e-6,
         le=0.1,
         description="chance that one decision on a stranger's face names an employee; the "
         "match threshold is calibrated from it for the gallery in force (docs/recognition.md). "
@@ -177,14 +177,14 @@ class AppConfig(BaseModel):
     cooldown_seconds: float = Field(
         30.0, ge=0.0, le=86400.0, description="minimum time between two events of one user"
     )
-    match_threshold: float = Field(
-        0.637,
+    match_threshold: float | None = Field(
+        None,
         gt=0.0,
         lt=2.0,
         description="a fixed largest cosine distance (1 - cosine similarity) accepted as a "
-        "match, used only when set: by default the threshold is calibrated for the gallery "
-        "from recognition.target_far (docs/recognition.md). 0.637 is SFace's published "
-        "0.363 pair-verification threshold, too lenient for a gallery of hundreds",
+        "match; null (the default): the threshold is calibrated for the gallery from "
+        "recognition.target_far (docs/recognition.md). 0.637 is SFace's published "
+        "0.363 pair-verification threshold, far too lenient for a gallery of hundreds",
     )
     db_path: str = Field(
         "fr-edge-data/faces.db", min_length=1, description="path of the local SQLite database"

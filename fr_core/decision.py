@@ -27,6 +27,7 @@ the operating point with :func:`calibrate` whenever its gallery changes.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -40,16 +41,39 @@ from fr_core.interfaces import Match
 _NORMAL = NormalDist()
 
 # Impostor statistics of the embedding models we ship, as prior for small galleries:
-# measured on ../shared/data/lfw-dev (250 gallery photos, 31,125 pairs of different people;
-# 250,000 probe-gallery pairs gave mean 0.085, sd 0.089), docs/recognition.md.
+# measured on ../shared/data/lfw-dev (tests/bench/recognition_rules.py): its 31,125 gallery
+# pairs have mean 0.090, sd 0.088; its 250,000 stranger-gallery pairs mean 0.085, sd 0.089;
+# the prior takes the middle. In-sample figures: docs/recognition.md says what that means.
 # verification: the model's published pair-verification threshold (cosine similarity), the
 # most lenient threshold a decision ever uses. fusion_shift: how much higher a stranger's
-# fused embedding (a track's mean of 3-5) scores against other people than one photo does
-# (impostor mean 0.090 -> 0.103-0.105, same sd, on lfw-dev: tests/bench/recognition_rules.py);
-# the threshold for fused decisions is raised by as much so that tracks keep the target too.
+# fused embedding scores against other people than one photo does (impostor mean 0.090 ->
+# 0.103 for 3 photos fused, 0.107 for 5, the same sd, on lfw-dev); the threshold for fused
+# decisions is raised by the larger shift, so that tracks keep the target too.
 MODEL_PRIORS: dict[str, dict[str, float]] = {
-    "SFace": {"mean": 0.087, "sd": 0.088, "verification": 0.363, "fusion_shift": 0.015},
+    "SFace": {"mean": 0.087, "sd": 0.088, "verification": 0.363, "fusion_shift": 0.017},
 }
+
+
+def register_prior(
+    model: str, *, mean: float, sd: float, verification: float, fusion_shift: float = 0.0
+) -> None:
+    """Declare an embedding model's impostor statistics (measure them with
+    ``fr-edge evaluate`` or tests/bench/recognition_rules.py on labelled photos), so that its
+    small galleries are calibrated too. An embedder plugin calls this when it is imported."""
+    if not (-1 < mean < 1 and 0 < sd < 1 and -1 < verification < 1 and 0 <= fusion_shift < 1):
+        raise DecisionError(
+            f"prior for {model!r}: need -1 < mean, verification < 1, 0 < sd < 1 and "
+            f"0 <= fusion_shift < 1, got mean={mean}, sd={sd}, verification={verification}, "
+            f"fusion_shift={fusion_shift}"
+        )
+    MODEL_PRIORS[model] = {
+        "mean": mean,
+        "sd": sd,
+        "verification": verification,
+        "fusion_shift": fusion_shift,
+    }
+
+
 PRIOR_WEIGHT_PAIRS = 500  # a gallery's own pairs outweigh the prior from ~32 enrolments on
 ALL_PAIRS_UP_TO = 400  # enrolments; larger galleries use a fixed sample of pairs
 SAMPLED_PAIRS = 20_000
@@ -75,8 +99,8 @@ class DecisionPolicy:
     match_threshold: float | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.target_far, (int, float)) and 0 < self.target_far < 1):
-            raise DecisionError(f"target_far must be in (0, 1), got {self.target_far!r}")
+        if not (isinstance(self.target_far, (int, float)) and 1e-9 <= self.target_far < 1):
+            raise DecisionError(f"target_far must be in [1e-9, 1), got {self.target_far!r}")
         if self.match_threshold is not None and not 0 < self.match_threshold <= 2:
             raise DecisionError(
                 f"match_threshold must be a cosine distance in (0, 2], got {self.match_threshold!r}"
@@ -84,13 +108,9 @@ class DecisionPolicy:
 
     @classmethod
     def from_config(cls, config: Any) -> DecisionPolicy:
-        """From an :class:`fr_core.config.AppConfig`: ``match_threshold`` counts only when
-        the config sets it; otherwise ``recognition.target_far`` decides."""
-        explicit = "match_threshold" in getattr(config, "model_fields_set", set())
-        return cls(
-            target_far=config.recognition.target_far,
-            match_threshold=config.match_threshold if explicit else None,
-        )
+        """From an :class:`fr_core.config.AppConfig`: its ``match_threshold`` when set (not
+        null), otherwise ``recognition.target_far``."""
+        return cls(target_far=config.recognition.target_far, match_threshold=config.match_threshold)
 
 
 @dataclass(frozen=True)
@@ -227,6 +247,8 @@ def decide(candidates: Candidates, *, fused: bool = False) -> Decision:
     if not candidates.matches:
         return Decision(None, -1.0, threshold, "empty_gallery")
     best = candidates.matches[0]
+    if not math.isfinite(best.distance):
+        raise DecisionError(f"the matcher returned a non-finite distance for {best.user_id!r}")
     similarity = 1.0 - float(best.distance)
     if similarity >= threshold:
         return Decision(best.user_id, similarity, threshold, "match")
@@ -240,10 +262,12 @@ def identify(matcher: Any, model: str, embedding: np.ndarray, *, fused: bool = F
 
 
 def fuse(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
-    """One embedding for several of the same face (a track): the normalised mean. On LFW,
-    three photos fused were accepted as the right person 100% of the time where single
-    photos were 96.6% (docs/recognition.md)."""
-    m = np.mean(np.asarray(embeddings, dtype=np.float32), axis=0)
+    """One embedding for several of the same face (a track): the mean of the normalised
+    embeddings, normalised. On LFW, three different photos fused were the right person 99.9%
+    of the time where single photos were 96.6% (250 enrolled, docs/recognition.md)."""
+    rows = np.asarray(embeddings, dtype=np.float32)
+    rows = rows / np.linalg.norm(rows, axis=1, keepdims=True)  # each counts the same
+    m = np.mean(rows, axis=0)
     norm = float(np.linalg.norm(m))
     if not math.isfinite(norm) or norm == 0:
         raise ValueError("cannot fuse embeddings that cancel out")
@@ -252,23 +276,31 @@ def fuse(embeddings: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
 
 def confusable_pairs(
     matrix: np.ndarray, ids: Sequence[str], threshold: float, *, limit: int = 100
-) -> list[tuple[str, str, float]]:
+) -> tuple[list[tuple[str, str, float]], int]:
     """Pairs of enrolments similar enough that a photo of one may be taken for the other
-    (twins, or one person enrolled twice): similarity >= ``threshold``, most similar first,
-    at most ``limit``. Computed in blocks: O(n^2) time, O(n * block) memory."""
+    (twins, or one person enrolled twice): similarity >= ``threshold``. Returns the ``limit``
+    most similar, most similar first, and how many pairs there are in all. Computed in
+    blocks of 512 rows: O(n^2) time, O(512 n + limit) memory whatever the threshold."""
     n = int(matrix.shape[0])
-    found: list[tuple[float, int, int]] = []
-    block = 2048
+    best: list[tuple[float, int, int]] = []
+    total = 0
+    block = 512
     for start in range(0, n, block):
         rows = matrix[start : start + block]
         s = rows @ matrix[start:].T  # only j >= start: each pair once
-        r, c = np.nonzero(s >= threshold)
-        for a, b in zip(r.tolist(), c.tolist(), strict=True):
-            i, j = start + a, start + b
-            if j > i:
-                found.append((float(s[a, b]), i, j))
-    found.sort(reverse=True)
-    return [(ids[i], ids[j], round(v, 4)) for v, i, j in found[:limit]]
+        s[np.tril_indices(len(rows), 0, s.shape[1])] = -np.inf  # j <= i: self and repeats
+        flat = s.ravel()
+        hits = np.flatnonzero(flat >= threshold)
+        total += int(hits.size)
+        if hits.size > limit:
+            hits = hits[np.argpartition(-flat[hits], limit - 1)[:limit]]
+        for h in hits.tolist():
+            a, b = divmod(h, s.shape[1])
+            best.append((float(flat[h]), start + a, start + b))
+        if len(best) > 4 * limit:
+            best = heapq.nlargest(limit, best)
+    best = heapq.nlargest(limit, best)
+    return [(ids[i], ids[j], round(v, 4)) for v, i, j in best], total
 
 
 # --- reports (fr-edge calibrate) ------------------------------------------------------------
@@ -287,18 +319,21 @@ def calibrate_report(
     point = matcher.identify(model, np.ones(dim, np.float32)).point
     normalised = matrix / np.linalg.norm(matrix, axis=1, keepdims=True) if len(ids) else matrix
     n = len(ids)
+    prior = MODEL_PRIORS.get(model)
+    floor = prior["verification"] if prior is not None else -1.0
     targets = (
-        [
+        [  # as the device would use them: never below the verification point
             {
                 "target_far": t,
-                "threshold": round(threshold_for(t, point.impostor_mean, point.impostor_sd, n), 4),
+                "threshold": round(
+                    max(floor, threshold_for(t, point.impostor_mean, point.impostor_sd, n)), 4
+                ),
             }
             for t in REPORT_TARGETS
         ]
         if point.impostor_sd > 0
         else []
     )
-    prior = MODEL_PRIORS.get(model)
     fixed = None
     if prior is not None and point.impostor_sd > 0:
         v = prior["verification"]
@@ -308,13 +343,16 @@ def calibrate_report(
                 1000 * false_accept_rate(v, point.impostor_mean, point.impostor_sd, n), 2
             ),
         }
-    pairs = confusable_pairs(normalised, ids, point.threshold, limit=1000) if n > 1 else []
+    pairs, total = (
+        confusable_pairs(normalised, ids, point.threshold, limit=1000) if n > 1 else ([], 0)
+    )
     return {
         "operating_point": point.as_dict(),
         "policy": {"target_far": policy.target_far, "match_threshold": policy.match_threshold},
         "targets": targets,
         "fixed_verification_point": fixed,
         "confusable_pairs": [{"a": a, "b": b, "similarity": s} for a, b, s in pairs],
+        "confusable_pairs_total": total,
     }
 
 

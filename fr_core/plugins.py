@@ -347,10 +347,17 @@ class Registry:
             ) from exc
         protocol = PROTOCOLS[kind]
         if not isinstance(component, protocol):
+            wanted = [
+                n
+                for n in (*vars(protocol), *getattr(protocol, "__annotations__", {}))
+                if not n.startswith("_")
+            ]
+            missing = sorted({n for n in wanted if not hasattr(component, n)})
             raise PluginError(
                 f"{kind.value} {name!r} (plugin {reg.plugin!r}) built a "
-                f"{type(component).__name__}, which lacks the {protocol.__name__} interface "
-                "(see docs/plugin_hooks.md)"
+                f"{type(component).__name__}, which lacks the {protocol.__name__} interface"
+                + (f": no {', '.join(missing)}" if missing else "")
+                + " (see docs/plugin_hooks.md)"
             )
         return component
 

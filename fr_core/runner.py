@@ -21,7 +21,7 @@ from fr_core.config import AppConfig
 from fr_core.emotions import EmotionPersistence
 from fr_core.engine import Engine
 from fr_core.errors import ConfigError
-from fr_core.events import format_timestamp, utc_now
+from fr_core.events import DEFAULT_MATCH_THRESHOLD, format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
 from fr_core.metrics import MetricsServer
 from fr_core.plugins import BuildContext, Registry
@@ -96,7 +96,7 @@ class DeviceRunner:
             cfg.confirmation_frames,
             cfg.consistency_threshold,
             cfg.cooldown_seconds,
-            match_threshold=cfg.match_threshold,
+            match_threshold=cfg.match_threshold or DEFAULT_MATCH_THRESHOLD,
         )
         rec = cfg.recognition
         analyzers = [
@@ -142,6 +142,7 @@ class DeviceRunner:
         )
         self.client.on_changes = self.sync.notify_changes
         self.sync.load_matcher()
+        self._warn_about_the_operating_point(matcher)
         self.client.start()
         self.sync.start_periodic_sync(cfg.sync_interval_minutes)
         self._heartbeat = threading.Thread(target=self._beat, name="fr-heartbeat", daemon=True)
@@ -185,21 +186,36 @@ class DeviceRunner:
             },
         }
 
+    def _warn_about_the_operating_point(self, matcher: Any) -> None:
+        points: dict[str, Any] = getattr(matcher, "operating_points", dict)()
+        for model, point in points.items():
+            if point.method == "fixed":
+                log.warning(
+                    "the match threshold of %s is fixed at similarity %.3f (match_threshold); "
+                    "with %d enrolled about %.1f of 1,000 strangers' faces would be accepted "
+                    "as an employee; remove match_threshold to calibrate it from "
+                    "recognition.target_far (docs/recognition.md)",
+                    model,
+                    point.threshold,
+                    point.gallery_size,
+                    point.expected_false_accepts_per_1000,
+                )
+
     def operating_point_report(self) -> dict[str, Any]:
-        """The decision threshold in force per model and the enrolments it may confuse
-        (docs/recognition.md), for heartbeats and ``fr-edge status``."""
+        """The decision threshold in force per model and how many pairs of enrolments reach
+        it against each other (docs/recognition.md), for heartbeats and metrics."""
         matcher = self.stage.matcher if self.stage else None
         points = getattr(matcher, "operating_points", None)
         if points is None:
             return {}
         out: dict[str, Any] = {}
+        confusable = getattr(matcher, "confusable", None)
         for model, point in points().items():
             entry = point.as_dict()
-            confusable = getattr(matcher, "confusable", None)
-            pairs = confusable(model, limit=10) if confusable is not None else None
-            entry["confusable_pairs"] = (
-                None if pairs is None else [{"a": a, "b": b, "similarity": v} for a, b, v in pairs]
-            )
+            found = confusable(model) if confusable is not None else None
+            # counts only: which employees they are is biometric detail for fr-edge calibrate
+            entry["confusable_pairs"] = None if found is None else found[0]
+            entry["confusable_max_similarity"] = None if found is None else found[1]
             out[model] = entry
         return out
 

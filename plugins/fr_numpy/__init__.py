@@ -17,6 +17,7 @@ gallery's threshold: ``identify`` returns both from one snapshot.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -29,9 +30,11 @@ from fr_core import hookimpl
 from fr_core.decision import Candidates, DecisionPolicy, OperatingPoint, calibrate, confusable_pairs
 from fr_core.interfaces import Match
 
+log = logging.getLogger(__name__)
+
 # Confusable pairs are found by an all-pairs search (O(n^2)); above this many enrolments a
 # device leaves it to ``fr-edge calibrate``.
-CONFUSABLE_UP_TO = 20_000
+CONFUSABLE_UP_TO = 10_000
 
 
 class NumpyMatcherConfig(BaseModel):
@@ -87,6 +90,7 @@ class NumpyMatcher:
         self.policy = policy or DecisionPolicy(match_threshold=threshold)
         self._galleries: dict[str, _Gallery] = {}
         self._write = threading.Lock()
+        self._derive = threading.Lock()  # figures derived from a snapshot, computed once
 
     @property
     def threshold(self) -> float | None:
@@ -97,6 +101,13 @@ class NumpyMatcher:
         matrix = np.ascontiguousarray(matrix, dtype=np.float32)
         matrix.setflags(write=False)
         point = calibrate(model, matrix, self.policy)
+        if point.method == "uncalibrated" and matrix.shape[0]:
+            log.warning(
+                "model %r has no impostor prior and only %d enrolments: nobody is recognised "
+                "until it has 20, or set match_threshold (docs/recognition.md)",
+                model,
+                matrix.shape[0],
+            )
         return _Gallery(matrix, tuple(ids), point, {u: i for i, u in enumerate(ids)})
 
     # --- queries --------------------------------------------------------------------------
@@ -126,18 +137,21 @@ class NumpyMatcher:
     def operating_points(self) -> dict[str, OperatingPoint]:
         return {m: g.point for m, g in self._galleries.items()}
 
-    def confusable(self, model: str, limit: int = 20) -> list[tuple[str, str, float]] | None:
-        """Pairs of enrolments of ``model`` that reach its threshold against each other
-        (computed once per gallery snapshot); None above ``CONFUSABLE_UP_TO`` enrolments."""
+    def confusable(self, model: str) -> tuple[int, float | None] | None:
+        """How many pairs of enrolments of ``model`` reach its threshold against each other,
+        and the highest similarity among them (computed once per gallery snapshot, by one
+        caller at a time); None above ``CONFUSABLE_UP_TO`` enrolments. Which employees they
+        are is for ``fr-edge calibrate``, not for heartbeats."""
         g = self._galleries.get(model)
         if g is None:
-            return []
+            return 0, None
         if len(g.ids) > CONFUSABLE_UP_TO:
             return None
-        key = f"confusable:{limit}"
-        if key not in g.cache:
-            g.cache[key] = confusable_pairs(g.matrix, g.ids, g.point.threshold, limit=limit)
-        return g.cache[key]  # type: ignore[return-value]
+        with self._derive:
+            if "confusable" not in g.cache:
+                pairs, total = confusable_pairs(g.matrix, g.ids, g.point.threshold, limit=1)
+                g.cache["confusable"] = (total, pairs[0][2] if pairs else None)
+        return g.cache["confusable"]  # type: ignore[return-value]
 
     def _nearest(self, g: _Gallery, q: np.ndarray, k: int) -> list[Match]:
         nq = float(np.linalg.norm(q))
