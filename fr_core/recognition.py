@@ -90,7 +90,6 @@ class RecognitionStage:
             raise ValueError("fusion_frames must be >= 1")
         self.fusion_frames = fusion_frames
         self.stats = RecognitionStats()
-        self.last_threshold: float | None = None  # similarity of the last decision's point
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
         frame = result.frame
@@ -123,7 +122,12 @@ class RecognitionStage:
             if self.tracker.needs_embedding(track, fid):
                 t2 = time.perf_counter()
                 embedding = self.embedder.embed(frame, track.detection)
-                # a track is decided on its last few embeddings fused (docs/recognition.md)
+                # a track is decided on its last few embeddings fused (docs/recognition.md);
+                # a face unlike the fused ones (another person took over the box) starts anew
+                if track.embeddings and track.threshold_distance is not None:
+                    mean = fuse(track.embeddings)
+                    if float(mean @ embedding) < 1.0 - track.threshold_distance:
+                        track.embeddings.clear()
                 track.embeddings.append(embedding)
                 while len(track.embeddings) > self.fusion_frames:
                     track.embeddings.popleft()
@@ -134,8 +138,7 @@ class RecognitionStage:
                 self.stats.embed_ms += spent
                 self.stats.embeddings += 1
                 user = decision.user_id
-                distance = decision.distance if decision.similarity > -1 else 1.0
-                self.last_threshold = decision.threshold
+                distance = 1.0 if decision.reason == "empty_gallery" else decision.distance
                 track.threshold_distance = min(2.0, max(1e-6, 1.0 - decision.threshold))
                 if user != track.user_id or track.streak == 0:
                     track.confirmed = False  # a different face, or a changed mind

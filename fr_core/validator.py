@@ -248,7 +248,7 @@ class EventValidator:
             frames_tracked=track.frames_tracked,
             inference_ms=max(0.0, inference_ms),
             when=self._now(),
-            threshold=track.threshold or self.match_threshold,
+            threshold=self.match_threshold if track.threshold is None else track.threshold,
             steepness=self.confidence_steepness,
         )
         self._last_event[winner] = now
