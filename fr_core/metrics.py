@@ -11,7 +11,9 @@ fps, stage_latency_ms{stage}, recognition_latency_ms{step} (detect, embed, analy
 processed frame, per embedding, per analysis), faces_total, embeddings_total,
 events_total{type}, outbox_queue_depth, outbox_oldest_age_seconds, outbox_sent_total,
 outbox_failed_sends_total, outbox_dropped_total, sync_version, sync_age_seconds,
-match_threshold{model}, gallery_size{model}, expected_false_accepts_per_1000{model},
+decision_threshold{model} and track_decision_threshold{model} (cosine similarities),
+decision_method{model, method} (1 for the method in force: calibrated, floor, fixed,
+uncalibrated), gallery_size{model}, expected_false_accepts_per_1000{model},
 confusable_pairs{model} (the open-set operating point in force, docs/recognition.md),
 telemetry{figure}, up.
 """
@@ -127,7 +129,12 @@ class RunnerCollector:
     def _operating_points(self, family: Any) -> Iterator[Any]:
         points = self.runner.operating_point_report()
         figures = (
-            ("match_threshold", "similarity the nearest enrolment must reach", "threshold"),
+            ("decision_threshold", "similarity the nearest enrolment must reach", "threshold"),
+            (
+                "track_decision_threshold",
+                "the same for a track's fused embedding",
+                "track_threshold",
+            ),
             ("gallery_size", "enrolments the operating point was calibrated for", "gallery_size"),
             (
                 "expected_false_accepts_per_1000",
@@ -140,14 +147,20 @@ class RunnerCollector:
             for model, point in points.items():
                 fam.add_metric([model], float(point[key]))
             yield fam
+        method = family(
+            "fredge_decision_method", "how the threshold was set", labels=["model", "method"]
+        )
+        for model, point in points.items():
+            method.add_metric([model, point["method"]], 1.0)
+        yield method
         pairs = family(
             "fredge_confusable_pairs",
-            "pairs of enrolments that reach the threshold against each other (up to 10)",
+            "pairs of enrolments that reach the threshold against each other",
             labels=["model"],
         )
         for model, point in points.items():
             if point.get("confusable_pairs") is not None:
-                pairs.add_metric([model], float(len(point["confusable_pairs"])))
+                pairs.add_metric([model], float(point["confusable_pairs"]))
         yield pairs
 
 

@@ -92,7 +92,10 @@ def test_metrics_are_served_while_running(scraped):
     assert last[("fredge_frames_dropped_total", ())] >= 0
     # the operating point in force for the one enrolment (SFace's verification floor)
     assert last[("fredge_gallery_size", (("model", "SFace"),))] == 1
-    assert last[("fredge_match_threshold", (("model", "SFace"),))] >= 0.363
+    threshold = last[("fredge_decision_threshold", (("model", "SFace"),))]
+    assert threshold >= 0.363
+    assert last[("fredge_track_decision_threshold", (("model", "SFace"),))] > threshold
+    assert last[("fredge_decision_method", (("method", "floor"), ("model", "SFace")))] == 1
     assert last[("fredge_confusable_pairs", (("model", "SFace"),))] == 0
     assert 0 < last[("fredge_expected_false_accepts_per_1000", (("model", "SFace"),))] <= 1
 

@@ -68,7 +68,8 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
     point = beats[-1]["operating_point"]["SFace"]
     assert point["gallery_size"] == 2 and point["target_far"] == 0.001
     assert point["method"] in ("calibrated", "floor") and point["threshold"] >= 0.363
-    assert point["confusable_pairs"] == []  # Miranda and Lacamoire are far apart
+    assert point["confusable_pairs"] == 0  # Miranda and Lacamoire are far apart
+    assert point["confusable_max_similarity"] is None
     assert KEY not in out.output
 
 
