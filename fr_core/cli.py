@@ -584,7 +584,7 @@ def _config_or_default(config_file: Path | None, target_far: float | None) -> Ap
     help="Folder for report.json, report.md, det.png and false_accepts.png.",
 )
 @click.option(
-    "--sizes", default="10,50", show_default=True, help="Gallery sizes below all enrolled."
+    "--sizes", default="10,50,125", show_default=True, help="Gallery sizes below all enrolled."
 )
 @click.option(
     "--draws",
@@ -614,6 +614,12 @@ def _config_or_default(config_file: Path | None, target_far: float | None) -> Ap
     help="Fixed cosine distance to compare with (0.637: SFace's pair-verification point).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--list-accepted",
+    is_flag=True,
+    help="Also list, per scenario, the strangers' photos accepted and as whom (names the "
+    "photos: keep such a report private).",
+)
 @click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
 @click.option(
     "--progress/--no-progress", default=None, help="Progress bars (default: on a terminal)."
@@ -629,6 +635,7 @@ def evaluate(
     face: str,
     baseline: float,
     seed: int,
+    list_accepted: bool,
     plots: bool,
     progress: bool | None,
 ) -> None:
@@ -666,7 +673,9 @@ def evaluate(
     def make_matcher(pol: DecisionPolicy | None) -> Any:
         if pol is None or pol == policy:
             return _matcher(cfg, registry)
-        return _matcher(cfg.model_copy(update={"match_threshold": pol.match_threshold}), registry)
+        rec = cfg.recognition.model_copy(update={"target_far": pol.target_far})
+        other = cfg.model_copy(update={"match_threshold": pol.match_threshold, "recognition": rec})
+        return _matcher(other, registry)
 
     report = ev.evaluate(
         photos,
@@ -680,6 +689,7 @@ def evaluate(
         distractors=ints(distractors, "--distractors"),
         seed=seed,
         progress=show,
+        list_accepted=list_accepted,
     )
     report["seconds"] = {
         "embedding": round(embed_seconds, 1),
@@ -694,6 +704,9 @@ def evaluate(
     atomic_write(out_dir / "report.md", (ev.table(report) + "\n").encode())
     written = ev.write_plots(report, out_dir) if plots else []
     click.echo(ev.table(report))
+    for sc in report["scenarios"] if list_accepted else ():
+        for file, who, similarity in sc["accepted_strangers"]:
+            click.echo(f"{sc['name']}: stranger {file} accepted as {who} ({similarity:.3f})")
     click.echo(
         f"{report['photos']} photos ({len(report['no_embedding'])} without a face) in "
         f"{report['seconds']['total']:.0f} s; report: {out_dir / 'report.json'}"

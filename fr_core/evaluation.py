@@ -10,10 +10,12 @@ photo's centre, as in LFW, or the largest one), and every decision through the p
 matcher and :func:`fr_core.decision.decide`, the function the device uses. Scenarios:
 
 - ``enrolled N``: N of the gallery identities enrolled (several random draws for N smaller
-  than all of them). Their probes measure right-person acceptance and wrong-employee
-  matches; strangers are the ``unknown`` people and the gallery identities not drawn.
-- ``grown N``: every gallery identity plus ``unknown`` people enrolled as distractors; the
-  remaining ``unknown`` people are the strangers.
+  than all of them; the default 125, half of lfw-dev's, leaves people with several photos
+  as strangers, so strangers' tracks are measured against a gallery of that size too).
+  Their probes measure right-person acceptance and wrong-employee matches; strangers are
+  the ``unknown`` people and the gallery identities not drawn.
+- ``grown N``: every gallery identity plus ``unknown`` people enrolled as distractors (one
+  photo of each); the remaining ``unknown`` people, all their photos, are the strangers.
 - tracks: three photos of one person fused into one decision (:func:`fr_core.decision.fuse`),
   as the recognition stage fuses a track's frames.
 
@@ -161,6 +163,7 @@ class Outcome:
     genuine_truth: list[str] = field(default_factory=list)
     strangers: list[Decision] = field(default_factory=list)  # photos of strangers
     stranger_people: list[str] = field(default_factory=list)  # whose photo each one is
+    stranger_files: list[str] = field(default_factory=list)
     genuine_tracks: list[Decision] = field(default_factory=list)
     genuine_track_truth: list[str] = field(default_factory=list)
     stranger_tracks: list[Decision] = field(default_factory=list)
@@ -234,7 +237,7 @@ def scenarios(
     photos: Sequence[Photo],
     usable: np.ndarray,
     *,
-    sizes: Iterable[int] = (10, 50),
+    sizes: Iterable[int] = (10, 50, 125),
     draws: int = 5,
     distractors: Iterable[int] = (250, 500, 1000),
     seed: int = 0,
@@ -271,23 +274,28 @@ def scenarios(
             f"enrolled {len(gallery)}", "enrolled", len(gallery), tuple(gallery), tuple(unknown)
         )
     )
-    order = rng.permutation(len(unknown)).tolist()
+    # distractors are people: one photo of each is enrolled, none of theirs is a stranger
+    unknown_people: dict[str, list[int]] = {}
+    for i in unknown:
+        unknown_people.setdefault(photos[i].identity, []).append(i)
+    people = list(unknown_people)
+    order = [people[j] for j in rng.permutation(len(people))]
     for k in sorted({int(x) for x in distractors}):
-        k = min(k, len(unknown))
+        k = min(k, len(order))
         if k < 1:
             continue
-        extra = [unknown[j] for j in order[:k]]
-        rest = [unknown[j] for j in order[k:]]
+        extra = [unknown_people[who][0] for who in order[:k]]
+        rest = [i for who in order[k:] for i in unknown_people[who]]
         out.append(
             Scenario(
                 f"grown {len(gallery) + k}",
                 "grown",
                 len(gallery) + k,
                 tuple(gallery + extra),
-                tuple(rest),
+                tuple(sorted(rest)),
             )
         )
-        if k == len(unknown):
+        if k == len(order):
             break
     return out
 
@@ -329,6 +337,7 @@ def run_scenario(
         d, _ = one(embeddings[i])
         out.strangers.append(d)
         out.stranger_people.append(photos[i].identity)
+        out.stranger_files.append(photos[i].file)
         out.stranger_top.append(d.similarity)
     rng = np.random.default_rng(seed)
     for who, idx in sorted(per_person.items()):
@@ -386,11 +395,12 @@ def evaluate(
     *,
     policy: DecisionPolicy,
     baseline: DecisionPolicy | None = None,
-    sizes: Iterable[int] = (10, 50),
+    sizes: Iterable[int] = (10, 50, 125),
     draws: int = 5,
     distractors: Iterable[int] = (250, 500, 1000),
     seed: int = 0,
     progress: bool = True,
+    list_accepted: bool = False,
 ) -> dict[str, Any]:
     """The report: per scenario (draws averaged) the figures of the policy in force and of
     ``baseline`` (a fixed threshold, for comparison), and the DET curve per gallery size."""
@@ -425,6 +435,15 @@ def evaluate(
         for rule, outs in per_rule.items():
             entry[rule] = _pooled(outs)
         entry["det"] = det_curve(per_rule["policy"])
+        if list_accepted:  # names the photos: for looking at, not for a published report
+            entry["accepted_strangers"] = sorted(
+                {
+                    (f, d.user_id, round(d.similarity, 4))
+                    for o in per_rule["policy"]
+                    for d, f in zip(o.strangers, o.stranger_files, strict=True)
+                    if d.user_id is not None
+                }
+            )
         report_scenarios.append(entry)
     failures = [
         {"file": p.file, "role": p.role} for p, ok in zip(photos, usable, strict=True) if not ok
