@@ -68,6 +68,8 @@ gpu-test: venv
 DATA ?= $(or $(FR_TEST_DATA),../shared/data)
 recognition: venv
 	$(BIN)/fr-edge evaluate $(DATA)/lfw-dev --out docs/recognition --no-progress
+	for t in 0.0005 0.002 0.005; do $(BIN)/fr-edge evaluate $(DATA)/lfw-dev --target-far $$t \
+	  --out docs/recognition/target-$$t --no-plots --no-progress > /dev/null || exit 1; done
 	$(BIN)/python -m tests.bench.recognition_rules $(DATA)/lfw-dev > docs/recognition/rules.md
 
 bench: venv
