@@ -781,7 +781,9 @@ def calibrate(
         op = r["operating_point"]
         click.echo(
             f"{model}: {op['gallery_size']} enrolments, threshold {op['threshold']:.3f} "
-            f"({op['method']}, target {op['target_far']}); expected false accepts per 1,000 "
+            f"({op['method']}"
+            + (f", target {op['target_far']}" if op["target_far"] is not None else "")
+            + "); expected false accepts per 1,000 "
             f"strangers: {op['expected_false_accepts_per_1000']:.2f}"
         )
         for row in r["targets"]:
@@ -794,7 +796,14 @@ def calibrate(
             )
         pairs = r["confusable_pairs"]
         if pairs:
-            click.echo(f"  {len(pairs)} pairs of enrolments at or above the threshold:")
+            click.echo(
+                f"  {r['confusable_pairs_total']} pairs of enrolments at or above the threshold"
+                + (
+                    f" (the {len(pairs[:20])} most similar):"
+                    if r["confusable_pairs_total"] > 20
+                    else ":"
+                )
+            )
             for p in pairs[:20]:
                 click.echo(f"    {p['a']} ~ {p['b']}: {p['similarity']:.3f}")
         else:

@@ -520,7 +520,7 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
         p = sc["policy"]
         ax.plot(
             [max(p["stranger_photos_accepted"] / max(1, p["stranger_photos"]), floor)],
-            [max(1 - p["right_person_rate"], 1e-4)],
+            [max(1 - (p["right_person_rate"] or 0.0), 1e-4)],
             "o",
             color=line.get_color(),
         )
