@@ -203,6 +203,14 @@ def calibrate(
     Cheap (milliseconds for 100,000 rows) so that a matcher can call it on every change."""
     policy = policy or DecisionPolicy()
     n = int(matrix.shape[0])
+    if n:
+        probe = np.asarray(matrix[:: max(1, n // 64)], dtype=np.float64)
+        norms = np.linalg.norm(probe, axis=1)
+        if not np.all(np.abs(norms - 1.0) < 1e-3):
+            raise DecisionError(
+                f"calibrate needs L2-normalised rows; {model!r} has rows of norm "
+                f"{float(norms.min()):.3g}-{float(norms.max()):.3g}"
+            )
     own_mean, own_sd, pairs = impostor_stats(matrix)
     prior = MODEL_PRIORS.get(model)
     if prior is not None:
@@ -246,9 +254,13 @@ def decide(candidates: Candidates, *, fused: bool = False) -> Decision:
     threshold = point.track_threshold if fused else point.threshold
     if not candidates.matches:
         return Decision(None, -1.0, threshold, "empty_gallery")
-    best = candidates.matches[0]
-    if not math.isfinite(best.distance):
-        raise DecisionError(f"the matcher returned a non-finite distance for {best.user_id!r}")
+    for m in candidates.matches:
+        if not (math.isfinite(m.distance) and -1e-6 <= m.distance <= 2 + 1e-6):
+            raise DecisionError(
+                f"the matcher returned distance {m.distance!r} for {m.user_id!r}: a cosine "
+                "distance is a finite number in [0, 2]"
+            )
+    best = min(candidates.matches, key=lambda m: m.distance)  # whatever order they came in
     similarity = 1.0 - float(best.distance)
     if similarity >= threshold:
         return Decision(best.user_id, similarity, threshold, "match")

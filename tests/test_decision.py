@@ -106,6 +106,14 @@ def test_decide():
     miss = decide(Candidates([Match("EMP-1", 1 - t + 0.01)], point))
     assert miss.user_id is None and miss.reason == "below_threshold"
     assert miss.distance == pytest.approx(1 - t + 0.01)
+    # the nearest decides, in whatever order a matcher listed them
+    unsorted = decide(Candidates([Match("FAR", 0.9), Match("NEAR", 0.1)], point))
+    assert unsorted.user_id == "NEAR"
+    for bad in (float("nan"), -0.1, 2.5):
+        with pytest.raises(DecisionError, match="a cosine distance is a finite number"):
+            decide(Candidates([Match("X", bad)], point))
+    with pytest.raises(DecisionError, match="needs L2-normalised rows"):
+        calibrate("SFace", 3 * unit_rows(np.random.default_rng(6), 50))
 
 
 def test_the_matcher_publishes_gallery_and_point_together():
