@@ -1,12 +1,15 @@
 """Logging set-up: human-readable lines by default, JSON lines on request.
 
 Secrets are masked twice: config models keep them in ``SecretStr`` (so they never reach a log
-by accident), and :class:`SecretFilter` replaces any registered secret value that still shows
-up in a record with ``***`` before it is written.
+by accident), and the formatters of both formats replace any registered secret value that
+still shows up in the finished line with ``***``: message, arguments, extra fields and
+tracebacks alike, and in the JSON-escaped form the JSON formatter writes it in.
+:class:`SecretFilter` also cleans the record itself, for handlers added by others.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -27,10 +30,27 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
+    """``text`` with every registered secret masked, as written and as JSON escapes it."""
     for s in sorted(_secrets, key=len, reverse=True):
-        if s in text:
-            text = text.replace(s, MASK)
+        for form in {s, json.dumps(s)[1:-1], json.dumps(s, ensure_ascii=False)[1:-1]}:
+            if form in text:
+                text = text.replace(form, MASK)
     return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Text lines with secrets masked in the finished line (tracebacks included)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class RedactingJsonFormatter(JsonFormatter):
+    """JSON lines with secrets masked in the finished line: the JSON formatter formats
+    ``exc_info`` itself and serialises extra fields, so the record alone cannot be trusted."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class SecretFilter(logging.Filter):
@@ -61,7 +81,7 @@ def setup_logging(
     handler._fr_edge = True  # type: ignore[attr-defined]
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
+            RedactingJsonFormatter(
                 "{asctime}{levelname}{name}{message}",
                 style="{",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
@@ -69,7 +89,7 @@ def setup_logging(
         )
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     handler.addFilter(SecretFilter())
     root.addHandler(handler)

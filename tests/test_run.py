@@ -49,7 +49,10 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
         path = tmp_path / "device.yaml"
         path.write_text(yaml.safe_dump(cfg))
         monkeypatch.setenv("FR_TEST_KEY", KEY)
-        out = CliRunner().invoke(main, ["run", "--config", str(path)])
+        # JSON logs, as a log collector would read them; printed so that the suite-wide
+        # secret scan (tests/conftest.py) reads them too
+        out = CliRunner().invoke(main, ["--log-format", "json", "run", "--config", str(path)])
+        print(out.output)
         assert out.exit_code == 0, out.output
         assert "processed 275 frames" in out.output
         ledger = ref.store.ledger()
