@@ -11,7 +11,11 @@ This is the skeleton the vision pipeline grows on. It already owns what every st
   and stops within a bounded time when :meth:`Engine.request_stop` is called;
 * a camera watchdog: a source that delivers no frame for ``camera_watchdog_seconds`` (only
   timeouts) is closed and reopened, whatever its back-end;
-* figures for heartbeats and the CLI (:class:`EngineStats`).
+* figures for heartbeats and the CLI (:class:`EngineStats`);
+* one fault never ends the loop: a frame handler that raises is caught for that frame,
+  counted by kind (``frame_errors``), logged rate-limited; an event the outbox cannot take
+  now waits in memory and is retried (:class:`fr_core.faults.EventSpool`), one its policy
+  refuses is counted as dropped with the policy named.
 
 Per-frame work is a list of :data:`FrameHandler` callables; the recognition stages (detector,
 tracker, embedder, matcher, EventValidator) plug in there.
@@ -31,6 +35,7 @@ from pydantic import ValidationError
 from fr_core.config import AppConfig, validate_components
 from fr_core.errors import FrEdgeError
 from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
+from fr_core.faults import EventSpool, RateLimitedLog
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
 from fr_core.plugins import BuildContext, Registry
 
@@ -55,6 +60,10 @@ class EngineStats:
     started_at: float = 0.0
     stopped_at: float = 0.0
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean ms per frame handler
+    frame_errors: dict[str, int] = field(default_factory=dict)  # "handler: Error" -> frames
+    events_dropped: dict[str, int] = field(default_factory=dict)  # why -> events lost
+    events_refused: dict[str, int] = field(default_factory=dict)  # why -> failed attempts
+    events_pending: int = 0  # events waiting in memory for the outbox to work again
 
     @property
     def fps(self) -> float:
@@ -91,6 +100,12 @@ class Engine:
         self._stop = threading.Event()
         self._started = False
         self._handler_time: dict[str, list[float]] = {}
+        self._faults = RateLimitedLog(log)
+        self.spool = (
+            EventSpool(event_sink, self._faults, on_stored=self._stored)
+            if event_sink is not None
+            else None
+        )
         # Validate every component block before building anything: all problems at once.
         self._options = validate_components(config, registry)
 
@@ -141,6 +156,9 @@ class Engine:
         try:
             self.registry.pm.hook.fr_engine_stopping(engine=self)
         finally:
+            if self.spool is not None:
+                self.spool.close()
+                self.refresh_stats()
             self._close_components()
             self.stats.stopped_at = time.monotonic()
             log.info("engine stopped: %s", self.stats.as_dict())
@@ -220,6 +238,10 @@ class Engine:
             for name, v in list(self._handler_time.items())
             if v
         }
+        if self.spool is not None:
+            self.stats.events_dropped = dict(self.spool.dropped)
+            self.stats.events_refused = dict(self.spool.refused)
+            self.stats.events_pending = self.spool.pending
         return self.stats
 
     def _reopen_camera(self) -> None:
@@ -234,7 +256,14 @@ class Engine:
         for handler in self.handlers:
             name = getattr(handler, "__name__", type(handler).__name__)
             t0 = time.perf_counter()
-            handler(self, result)
+            try:
+                handler(self, result)
+            except Exception as exc:  # one frame's fault, never the device's end
+                kind = f"{name}: {type(exc).__name__}"
+                self.stats.frame_errors[kind] = self.stats.frame_errors.get(kind, 0) + 1
+                self._faults.error(
+                    kind, f"frame {result.index}: {name} failed: {exc}; the loop goes on", exc
+                )
             times = self._handler_time.setdefault(name, [])
             times.append(time.perf_counter() - t0)
             if len(times) > 1000:
@@ -244,16 +273,21 @@ class Engine:
 
     def queue_event(self, event: Event) -> bool:
         """Offer an event to the ``fr_event_before_queue`` hooks (:func:`run_event_hooks`),
-        then to the sink. Returns False only when a plugin vetoed it."""
+        then to the sink. False when a plugin vetoed it or it was dropped (the outbox's
+        ``reject_new`` policy, or too many events already waiting for a faulty outbox); an
+        event the sink could not take now is kept and retried (True)."""
         checked, invalid = run_event_hooks(self.registry.pm, event, self)
         self.stats.events_invalid += invalid
         if checked is None:
             self.stats.events_vetoed += 1
             return False
-        if self.event_sink is not None:
-            self.event_sink(checked)
+        if self.spool is None:
+            self.stats.events_queued += 1
+            return True
+        return self.spool.offer(checked)  # stored, or kept to retry; False: dropped
+
+    def _stored(self, event: Event) -> None:
         self.stats.events_queued += 1
-        return True
 
 
 def run_event_hooks(

@@ -7,7 +7,8 @@ the device's other ports. No label carries an employee id: the figures are about
 
 Metric names (all prefixed ``fredge_``): frames_total, camera_timeouts_total,
 camera_errors_total, camera_reopens_total, camera_stalls_total, frames_dropped_total,
-fps, stage_latency_ms{stage}, recognition_latency_ms{step} (detect, embed, analyze: mean per
+fps, frame_errors_total{kind}, events_dropped_total{reason}, events_pending,
+stage_latency_ms{stage}, recognition_latency_ms{step} (detect, embed, analyze: mean per
 processed frame, per embedding, per analysis), faces_total, embeddings_total,
 events_total{type}, outbox_queue_depth, outbox_oldest_age_seconds, outbox_sent_total,
 outbox_failed_sends_total, outbox_dropped_total, sync_version, sync_age_seconds,
@@ -72,6 +73,19 @@ class RunnerCollector:
         yield counter("camera_stalls", "silences that the watchdog ended", s.camera_stalls)
         yield counter("frames_dropped", "frames the camera dropped: we were busy", s.camera_dropped)
         yield gauge("fps", "frames processed per second since start", s.fps)
+        errors = CounterMetricFamily(
+            "fredge_frame_errors", "frames whose handler failed, by kind", labels=["kind"]
+        )
+        for kind, n in list(s.frame_errors.items()):
+            errors.add_metric([kind], n)
+        yield errors
+        dropped = CounterMetricFamily(
+            "fredge_events_dropped", "events lost, by why", labels=["reason"]
+        )
+        for reason, n in list(s.events_dropped.items()):
+            dropped.add_metric([reason], n)
+        yield dropped
+        yield gauge("events_pending", "events waiting in memory for the outbox", s.events_pending)
         stage = GaugeMetricFamily(
             "fredge_stage_latency_ms", "mean time per frame of each stage", labels=["stage"]
         )

@@ -175,6 +175,12 @@ class DeviceRunner:
                 "stalls": stats.camera_stalls,
             },
             "stage_ms": stats.stage_ms,
+            # faults the loop went on through (docs/reliability.md): frames whose handler
+            # failed, by kind; events lost, by why; failed attempts to store one; waiting now
+            "frame_errors": dict(stats.frame_errors),
+            "events_dropped": dict(stats.events_dropped),
+            "events_refused": dict(stats.events_refused),
+            "events_pending": stats.events_pending,
             "recognition": vars(self.stage.stats) if self.stage else {},
             "operating_point": self.operating_point_report(),
             "telemetry": telemetry.sample() if telemetry is not None else {},

@@ -173,6 +173,15 @@ def test_scripted_faults():
     assert indexes == list(range(10))  # the fault fired once
 
 
+def test_scripted_corrupt_frame():
+    cam, _ = sim(frames=4, script=[{"frame": 1, "action": "corrupt"}])
+    frames = [r for r in drain(cam) if r.status is ReadStatus.FRAME]
+    assert [r.index for r in frames] == [0, 1, 2, 3]  # it is a frame, counted as one
+    bad = frames[1].frame
+    assert bad.shape == (2, 2) and bad.dtype == np.float64 and np.isnan(bad).all()
+    assert frames[2].frame.shape == frames[0].frame.shape
+
+
 def test_scripted_eos():
     cam, _ = sim(frames=10, script=[{"frame": 3, "action": "eos"}])
     assert [r.status for r in drain(cam)] == ["frame"] * 3 + ["eos"]

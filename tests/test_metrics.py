@@ -90,6 +90,7 @@ def test_metrics_are_served_while_running(scraped):
     assert ("fredge_outbox_queue_depth", ()) in last
     assert ("fredge_telemetry", (("figure", "cpu_temp_c"),)) in last
     assert last[("fredge_frames_dropped_total", ())] >= 0
+    assert last[("fredge_events_pending", ())] == 0
     # the operating point in force for the one enrolment (SFace's verification floor)
     assert last[("fredge_gallery_size", (("model", "SFace"),))] == 1
     threshold = last[("fredge_decision_threshold", (("model", "SFace"),))]

@@ -11,8 +11,9 @@ With ``fps > 0`` frames arrive on a real-time schedule: a reader slower than the
 the frame that is current and the ones it missed are dropped and counted (``dropped``), as
 with a live camera. ``fps = 0`` delivers every frame as fast as it is read (deterministic,
 for tests). ``script`` injects faults at given frame numbers: ``timeout`` (one read returns
-TIMEOUT), ``stall`` (no frame for ``seconds``), ``eos`` (the stream ends) and ``error``
-(the source fails until it is closed and reopened).
+TIMEOUT), ``stall`` (no frame for ``seconds``), ``eos`` (the stream ends), ``error``
+(the source fails until it is closed and reopened) and ``corrupt`` (that frame arrives as a
+2 x 2 single-channel float array, which no OpenCV model accepts: a frame handler's fault).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class ScriptStep(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     frame: int = Field(ge=0, description="source frame number at which the fault happens")
-    action: Literal["timeout", "stall", "eos", "error"]
+    action: Literal["timeout", "stall", "eos", "error", "corrupt"]
     seconds: float = Field(0.0, ge=0, le=3600, description="length of a stall")
 
 
@@ -228,7 +229,8 @@ class SimCamera:
             self._sleep(min(timeout, self._stall_until - now))
             return FrameResult(ReadStatus.TIMEOUT)
         step = self._script.pop(self._next, None)
-        if step is not None:
+        corrupt = step is not None and step.action == "corrupt"
+        if step is not None and not corrupt:
             result = self._apply(step, timeout)
             if result is not None:
                 return result
@@ -257,6 +259,8 @@ class SimCamera:
             return FrameResult(ReadStatus.EOS)
         idx = self._next
         self._next += 1
+        if corrupt:
+            frame = np.full((2, 2), np.nan, np.float64)
         return FrameResult(ReadStatus.FRAME, frame, idx, self._clock())
 
     def close(self) -> None:

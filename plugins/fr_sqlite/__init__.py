@@ -20,7 +20,7 @@ def fr_register_storages(register: Any) -> None:
             raise ValueError("no database path: set storage.path or the top-level db_path")
         dev_mode = cfg.dev_mode if cfg.dev_mode is not None else bool(app and app.dev_mode)
         policy = OutboxPolicy(**cfg.outbox.model_dump())
-        return SqliteStorage(path, dev_mode, policy, cfg.on_corruption)
+        return SqliteStorage(path, dev_mode, policy, cfg.on_corruption, cfg.busy_timeout_seconds)
 
     register(
         "sqlite",

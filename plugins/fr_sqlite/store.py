@@ -84,6 +84,13 @@ class SqliteStorageConfig(BaseModel):
         description="a corrupt database file at start: move it aside and start empty (then "
         "a full resync), or fail",
     )
+    busy_timeout_seconds: float = Field(
+        30.0,
+        ge=0.1,
+        le=600.0,
+        description="how long a write waits for another connection's lock before failing "
+        "with 'database is locked' (the frame loop then keeps the event in memory and retries)",
+    )
 
 
 def _now_iso() -> str:
@@ -111,8 +118,10 @@ class SqliteStorage:
         dev_mode: bool = False,
         policy: OutboxPolicy | None = None,
         on_corruption: Literal["recover", "fail"] = "recover",
+        busy_timeout_seconds: float = 30.0,
     ):
         self.dev_mode = dev_mode
+        self.busy_timeout_seconds = busy_timeout_seconds
         self.on_corruption = on_corruption
         self.last_recovery: dict[str, Any] | None = None
         self.policy = policy or OutboxPolicy()
@@ -165,7 +174,9 @@ class SqliteStorage:
         is_sqlite = url.get_backend_name() == "sqlite"
         if is_sqlite and file and file != ":memory:":
             _prepare_file(Path(file))
-        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+        engine = create_engine(
+            url, connect_args={"timeout": self.busy_timeout_seconds} if is_sqlite else {}
+        )
         if is_sqlite:
 
             @event.listens_for(engine, "connect")
