@@ -100,6 +100,46 @@ def test_deletion_purges_the_embedding_bytes_from_the_file(db, broker):
             assert needle not in f.read(), f"embedding bytes left in {suffix or 'the file'}"
 
 
+def _files_hold(db, needle):
+    """Which of the database, its -wal and its -shm hold ``needle`` (as they are on disk)."""
+    import os
+
+    found = []
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(db.path + suffix):
+            with open(db.path + suffix, "rb") as f:
+                if needle in f.read():
+                    found.append(suffix or "db")
+    return found
+
+
+@pytest.mark.parametrize("how", ["sync", "local", "resync"])
+def test_a_deleted_embedding_is_gone_from_the_wal_too(db, broker, how):
+    """Issue 12, item 5: no manual checkpoint; the deletion itself truncates the WAL, where
+    the row's earlier versions lived on after secure_delete overwrote the database pages."""
+    secret = np.full(128, 0.987654321, np.float32)
+    secret[0] = 3.1415927
+    needle = secret.astype("<f4").tobytes()[:64]
+    broker.enrol("EMP-gone", secret)
+    broker.enrol("EMP-stays", vec())
+    mgr = SyncManager(db, broker, models=MODELS)
+    assert mgr.sync_now().ok
+    assert _files_hold(db, needle)  # it is there while enrolled (in the WAL at least)
+    if how == "sync":
+        broker.remove("EMP-gone")
+        assert mgr.sync_now().ok
+    elif how == "local":
+        assert db.delete_enrollment("EMP-gone")
+    else:  # the broker compacted its history: the device is told to resync in full
+        broker.remove("EMP-gone")
+        broker.enrol("EMP-new", vec())
+        broker.compact()
+        result = mgr.sync_now()
+        assert result.ok and result.snapshot
+    assert "EMP-gone" not in db.get_all_enrollments()
+    assert _files_hold(db, needle) == []
+
+
 def test_duplicate_and_stale_pages_are_ignored(db, broker):
     mgr = SyncManager(db, broker, models=MODELS)
     mgr.sync_now()

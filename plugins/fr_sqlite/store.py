@@ -153,15 +153,28 @@ class SqliteStorage:
         the fsync; the next FULL commit or checkpoint makes them durable anyway."""
         return self.engine.execution_options(fr_write=True, fr_relaxed=True)
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the database file and truncate it (SQLite only)."""
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the database file and truncate it (SQLite only); True when the
+        WAL is empty afterwards. A reader in the middle of a transaction can keep it from
+        truncating: tried a few times over a second, then left to the next one (logged)."""
         if self.engine.dialect.name != "sqlite":
-            return
-        raw = self.engine.raw_connection()
-        try:
-            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        finally:
-            raw.close()
+            return True
+        for attempt in range(5):
+            raw = self.engine.raw_connection()
+            try:
+                busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+            finally:
+                raw.close()
+            if not busy:
+                return True
+            time.sleep(0.05 * 2**attempt)
+        log.warning("the WAL could not be truncated (a reader holds it); the next checkpoint will")
+        return False
+
+    def _shred_wal(self) -> None:
+        """After a deletion: the deleted rows' earlier versions may still be in the -wal file
+        (secure_delete overwrites the database pages, not the log). Truncate it now."""
+        self.checkpoint()
 
     def _make_engine(self) -> Engine:
         target = self._target
@@ -387,6 +400,8 @@ class SqliteStorage:
             gone = conn.execute(
                 delete(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
             ).rowcount
+        if gone:
+            self._shred_wal()
         return bool(gone)
 
     def _row_to_enrollment(self, row: Any) -> Enrollment:
@@ -540,6 +555,8 @@ class SqliteStorage:
                 )
         except SQLAlchemyError as exc:
             raise StorageError(f"applying a sync page failed: {_short(exc)}") from exc
+        if any(c.kind == "delete" for c in applied):
+            self._shred_wal()
         return ApplyResult(new_version, tuple(applied), stale)
 
     def _check_dims(self, conn: Connection, page: ChangesPage) -> None:
@@ -650,11 +667,13 @@ class SqliteStorage:
             conn.execute(delete(st))
             conn.execute(update(s.sync_state).values(version=version, resync_in_progress=0))
         self._dims = {}
+        self._shred_wal()  # every row was replaced: the old ones, and the staging copies
 
     def abort_resync(self) -> None:
         with self.writer.begin() as conn:
             conn.execute(delete(s.enrolled_users_staging))
             conn.execute(update(s.sync_state).values(resync_in_progress=0))
+        self._shred_wal()
 
     # --- outbox -------------------------------------------------------------------------------
 
