@@ -227,6 +227,16 @@ class AppConfig(BaseModel):
     )
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log output")
 
+    @field_validator("db_path")
+    @classmethod
+    def _on_disk(cls, v: str) -> str:
+        if v.strip() in (":memory:", "sqlite://", "sqlite:///:memory:") or "mode=memory" in v:
+            raise ValueError(
+                "must be a file (or a database URL): an in-memory SQLite database is one per "
+                "connection, so each thread would see its own empty database"
+            )
+        return v
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key(cls, v: Any) -> Any:

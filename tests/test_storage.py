@@ -343,3 +343,23 @@ def test_production_stores_no_name_on_any_sync_path(db, db_path):
 def test_dev_mode_keeps_names_from_sync(dev_db):
     dev_db.apply_changes(page([upsert("EMP-1", 1, "Ada")]))
     assert dev_db.get_enrollment("EMP-1").display_name == "Ada"
+
+
+@pytest.mark.parametrize("target", [":memory:", "sqlite://", "sqlite:///:memory:"])
+def test_in_memory_databases_are_refused_with_the_reason(target):
+    """Issue 12, item 8: each thread's connection got its own empty database, silently."""
+    from fr_core.storage import StorageError
+
+    with pytest.raises(StorageError, match="in-memory SQLite database: every connection"):
+        DatabaseManager(target).initialize()
+
+
+def test_config_check_refuses_an_in_memory_db_path(tmp_path):
+    from click.testing import CliRunner
+
+    from fr_core.cli import main
+
+    path = tmp_path / "d.yaml"
+    path.write_text("device_id: cam-1\nbroker_url: https://b.example\ndb_path: ':memory:'\n")
+    out = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert out.exit_code == 2 and "db_path" in out.output and "in-memory SQLite" in out.output

@@ -185,7 +185,18 @@ class SqliteStorage:
             url = make_url("sqlite://")._replace(database=str(Path(target)))
             file = str(Path(target))
         is_sqlite = url.get_backend_name() == "sqlite"
-        if is_sqlite and file and file != ":memory:":
+        if is_sqlite and (
+            not file
+            or file == ":memory:"
+            or file.startswith("file::memory:")
+            or "mode=memory" in str(url)
+        ):
+            raise StorageError(
+                f"{target!r} is an in-memory SQLite database: every connection (and fr-edge "
+                "uses one per thread) would get its own empty database, and nothing would "
+                "survive a restart; give a file path, e.g. fr-edge-data/faces.db"
+            )
+        if is_sqlite and file:
             _prepare_file(Path(file))
         engine = create_engine(
             url, connect_args={"timeout": self.busy_timeout_seconds} if is_sqlite else {}
