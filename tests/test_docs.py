@@ -43,3 +43,22 @@ def test_readme_starts_with_the_two_commands():
 
 def test_ci_runs_the_readme_test_command():
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_make_test_gets_mosquitto_or_says_how():
+    """Issue 12, item 13: `make test` on a fresh machine installs mosquitto when it can (root
+    with apt-get) and otherwise stops at once with the one command to run."""
+    import subprocess
+
+    def make(**var):
+        args = ["make", "-s", "mosquitto", "MOSQUITTO=fr-edge-no-such-broker"]
+        args += [f"{k}={v}" for k, v in var.items()]
+        return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=60)
+
+    refused = make(FR_UID=1000)
+    assert refused.returncode != 0
+    assert "run  sudo apt-get install -y fr-edge-no-such-broker" in refused.stdout
+    installs = make(FR_UID=0, APT_GET="echo")  # root: apt-get is called (here a stand-in)
+    assert installs.returncode == 0
+    assert "install -y -qq fr-edge-no-such-broker" in installs.stdout
+    assert "mosquitto" in (REPO / "Makefile").read_text().split("\ntest:")[1].split("\n")[0]
