@@ -525,9 +525,13 @@ def sync(config_file: Path, progress: bool | None) -> None:
         bar.total = max(bar.total or 0, total)
         bar.update(done - bar.n)
 
+    # the models this device runs: a page with anything else is refused whole, as in fr-edge run
+    _, embedder, _ = _face_models(cfg, registry)
+    manager = SyncManager(db, transport, models={embedder.model_name: embedder.dim})
     try:
+        manager.check_enrolments()
         transport.start()
-        result = SyncManager(db, transport).sync_now(progress=on_progress)
+        result = manager.sync_now(progress=on_progress)
     finally:
         if bar is not None:
             bar.close()

@@ -189,6 +189,11 @@ class DeviceRunner:
                 k: v
                 for k, v in (self.sync.get_sync_status() if self.sync else {}).items()
                 if k in ("version", "age_seconds", "last_error")
+            }
+            | {
+                # what this device accepts in sync pages, and rows it holds but cannot use
+                "models": dict(self.sync.models or {}) if self.sync else {},
+                "unusable_enrolments": dict(self.sync.unusable) if self.sync else {},
             },
         }
 

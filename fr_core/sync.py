@@ -84,6 +84,10 @@ class SyncManager:
         self.source = source
         self.matcher = matcher
         self.models = dict(models) if models is not None else None
+        # rows the device cannot use (left by an older version that stored a bad page):
+        # found when the matcher is loaded; the next sync is a full resync that replaces them
+        self.unusable: dict[str, int] = {}
+        self._resync_needed = False
         self.page_size = page_size
         self.jitter = jitter
         self.rebuild_fraction = rebuild_fraction
@@ -172,7 +176,15 @@ class SyncManager:
             return
         counts = self.db.count_enrollments()
         galleries: dict[str, tuple[list[str], np.ndarray | None]] = {m: ([], None) for m in counts}
+        unusable: dict[str, int] = {}
         for model, ids_block, block in self.db.iter_embedding_blocks(batch=5000):
+            why = self._unusable_reason(model, block.shape[1])
+            if why is not None:
+                unusable[why] = unusable.get(why, 0) + len(ids_block)
+                galleries.pop(model, None)
+                continue
+            if model not in galleries:
+                continue
             ids, mat = galleries[model]
             if mat is None:
                 mat = np.empty((counts[model], block.shape[1]), np.float32)
@@ -191,6 +203,35 @@ class SyncManager:
                 self.matcher.replace_gallery(model, ids, mat[: len(ids)])
         for model in existing - set(galleries):
             self.matcher.replace_gallery(model, [], np.empty((0, 1), np.float32))
+        self._found_unusable(unusable)
+
+    def _unusable_reason(self, model: str, dim: int) -> str | None:
+        if self.models is None or self.models.get(model) == dim:
+            return None
+        runs = ", ".join(f"{m}: {d}" for m, d in sorted(self.models.items()))
+        return f"{model} with {dim} values (this device runs {runs})"
+
+    def _found_unusable(self, unusable: dict[str, int]) -> None:
+        self.unusable = unusable
+        if unusable:
+            self._resync_needed = True
+            log.error(
+                "the database holds enrolments this device cannot use (%s): they are not "
+                "matched, and the next sync is a full resync that replaces them",
+                "; ".join(f"{n} of {why}" for why, n in sorted(unusable.items())),
+            )
+
+    def check_enrolments(self) -> dict[str, int]:
+        """Find enrolments of models or dimensions this device does not run (a bad page
+        stored by an older version): counted by why, and the next sync made a full
+        resync. What ``load_matcher`` does too, for a manager without a matcher."""
+        unusable: dict[str, int] = {}
+        for model, ids_block, block in self.db.iter_embedding_blocks(batch=5000):
+            why = self._unusable_reason(model, block.shape[1])
+            if why is not None:
+                unusable[why] = unusable.get(why, 0) + len(ids_block)
+        self._found_unusable(unusable)
+        return unusable
 
     def _update_matcher(self, pending: dict[str, Change], rebuild: bool) -> None:
         if self.matcher is None or (not pending and not rebuild):
@@ -220,6 +261,9 @@ class SyncManager:
         pages = upserts = deletions = stale = 0
         pending: dict[str, Change] = {}
         want_snapshot = staging = rebuild = False
+        if self._resync_needed:
+            want_snapshot = True  # repair: unusable rows from an older version
+            log.warning("full resync to replace enrolments this device cannot use")
         cursor: str | None = None
         error: str | None = None
         try:
@@ -248,6 +292,7 @@ class SyncManager:
                     if not page.more:
                         self.db.finish_resync(page.to_version)
                         staging, rebuild = False, True
+                        self._resync_needed = False
                         break
                     cursor = page.cursor
                     continue

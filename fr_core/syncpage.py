@@ -186,7 +186,7 @@ def parse_page(
     seen: set[int] = set()
     page_dims: dict[str, int] = {}
     for i, u in enumerate(page.upserts):
-        where = f"upserts.{i}"
+        where = f"upserts.{i} (user_id {u.user_id[:64]!r})"
         try:
             check_user_id(u.user_id)
             check_model(u.model)
