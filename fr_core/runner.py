@@ -174,14 +174,18 @@ class DeviceRunner:
                 "reopens": stats.camera_reopens,
                 "stalls": stats.camera_stalls,
             },
-            "stage_ms": stats.stage_ms,
+            # names say what a figure is: *_mean per frame, *_total since the start
+            "stage_ms_mean": stats.stage_ms,
             # faults the loop went on through (docs/reliability.md): frames whose handler
             # failed, by kind; events lost, by why; failed attempts to store one; waiting now
             "frame_errors": dict(stats.frame_errors),
             "events_dropped": dict(stats.events_dropped),
             "events_refused": dict(stats.events_refused),
             "events_pending": stats.events_pending,
-            "recognition": vars(self.stage.stats) if self.stage else {},
+            "recognition": {
+                (f"{k}_total" if k.endswith("_ms") else k): v
+                for k, v in (vars(self.stage.stats) if self.stage else {}).items()
+            },
             "operating_point": self.operating_point_report(),
             "telemetry": telemetry.sample() if telemetry is not None else {},
             "outbox": self.client.stats(),

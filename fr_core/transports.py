@@ -4,10 +4,9 @@ is, its credentials and TLS material, with the top-level config as the default."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, FilePath, SecretStr, model_validator
 
 from fr_core.errors import ConfigError
 
@@ -29,9 +28,17 @@ class BrokerConnectionConfig(BaseModel):
     device_id: str | None = Field(None, description="default: the top-level device_id")
     api_key: SecretStr | None = Field(None, description="default: the top-level api_key")
     allow_insecure: bool | None = Field(None, description="default: the top-level option")
-    ca_bundle: Path | None = Field(None, description="PEM file of the CAs to trust")
-    client_cert: Path | None = Field(None, description="client certificate (PEM)")
-    client_key: Path | None = Field(None, description="its private key (PEM)")
+    # FilePath: `fr-edge config check` says a missing file is missing, as building the
+    # component would, without connecting anywhere
+    ca_bundle: FilePath | None = Field(None, description="PEM file of the CAs to trust")
+    client_cert: FilePath | None = Field(None, description="client certificate (PEM)")
+    client_key: FilePath | None = Field(None, description="its private key (PEM)")
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> BrokerConnectionConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together: give both or neither")
+        return self
 
     def target(self, context: Any, transport: str) -> BrokerTarget:
         """Resolve against the device config in ``context`` and check the TLS files."""

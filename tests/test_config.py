@@ -277,3 +277,36 @@ def test_env_references_work_inside_component_blocks():
     assert cfg.transport.options["path"] == "/var/spool/fr/events.jsonl"
     validated = validate_components(cfg, build_registry())
     assert str(validated["transport"].path) == "/var/spool/fr/events.jsonl"
+
+
+def test_config_check_runs_the_file_checks_building_would(tmp_path):
+    """Issue 12, item 12: a ca_bundle, client certificate or model file that does not exist
+    was "valid" until the device started; now config check says so, without connecting."""
+    from click.testing import CliRunner
+
+    from fr_core.cli import main
+
+    path = tmp_path / "device.yaml"
+    path.write_text(
+        "device_id: cam-1\nbroker_url: https://b.example\n"
+        f"transport: {{plugin: https, ca_bundle: {tmp_path}/no-ca.pem, "
+        f"client_cert: {tmp_path}/no-cert.pem, client_key: {tmp_path}/no-key.pem}}\n"
+        f"detector: {{plugin: yunet, model_path: {tmp_path}/no-model.onnx}}\n"
+    )
+    out = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert out.exit_code == 2
+    for key in (
+        "transport.ca_bundle",
+        "transport.client_cert",
+        "transport.client_key",
+        "detector.model_path",
+    ):
+        assert f"{key}: Path does not point to a file" in out.output, out.output
+    half = tmp_path / "half.yaml"
+    (tmp_path / "cert.pem").write_text("x")
+    half.write_text(
+        "device_id: cam-1\nbroker_url: https://b.example\n"
+        f"transport: {{plugin: https, client_cert: {tmp_path}/cert.pem}}\n"
+    )
+    out = CliRunner().invoke(main, ["config", "check", str(half)])
+    assert out.exit_code == 2 and "client_cert and client_key go together" in out.output

@@ -229,3 +229,52 @@ def test_nothing_below_the_intensity_threshold(models):
     run_frames(stage, photo, 40)
     assert [e.event_type for e in got] == ["facial_id"] and stage.stats.analyses > 0
     assert np.isfinite(stage.stats.analyze_ms)
+
+
+def test_a_replayed_clip_gives_the_same_emotion_events_at_any_speed(models, fr_data):
+    """Issue 12, item 11: the sim camera stamped frames with their delivery time, so the
+    Hamilton clip processed at two speeds gave different emotion events. Frames now carry
+    the recording's own time; a second run, slowed by a handler that sleeps, must agree."""
+    import time
+
+    from fr_core.config import default_config
+    from fr_core.engine import Engine
+
+    settings = EmotionSettings(
+        emotions=list(EMOTION_CODES),
+        min_intensity=0.3,
+        min_duration_seconds=0.5,
+        analyze_every_n_frames=2,
+        unknown_faces=True,
+    )
+
+    def replay(delay):
+        stage, got = stage_for(models, settings)
+        cfg = default_config(
+            camera={
+                "plugin": "sim",
+                "fps": 0,
+                "source": str(fr_data / "faces" / "short_hamilton_clip.mp4"),
+            }
+        )
+
+        def slow(engine, result):
+            time.sleep(delay)
+
+        handlers = [stage] + ([slow] if delay else [])
+        with Engine(cfg, build_registry(), handlers=handlers) as engine:
+            started = time.monotonic()
+            engine.run(max_frames=150)
+            took = time.monotonic() - started
+        emotions = [
+            (e.user_id, e.emotion, e.metadata.duration_ms, round(e.metadata.intensity, 3))
+            for e in got
+            if e.event_type == "emotion"
+        ]
+        return emotions, took
+
+    fast, fast_took = replay(0.0)
+    slow_events, slow_took = replay(0.03)
+    assert slow_took > fast_took + 3  # really a different speed (150 x 30 ms)
+    assert fast, "no emotion event: the comparison would prove nothing"
+    assert slow_events == fast

