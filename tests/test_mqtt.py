@@ -88,6 +88,50 @@ def test_status_is_retained_and_the_last_will_says_offline(broker):
     t.stop()
 
 
+def test_status_is_online_again_after_a_partition_and_a_broker_restart(broker):
+    """Issue 12, item 4: "online" was published only from start(); after a blip paho
+    reconnected and the retained Last Will ("lost") stayed."""
+    topic = "fr/v1/devices/cam-001/status"
+    t = transport(broker)
+    t.start()
+    c, seen = watcher(broker, topic)
+    assert wait_for(lambda: any(p["state"] == "online" for _, p, _ in seen))
+    t._client._sock.close()  # a partition: the link drops without a DISCONNECT
+    assert wait_for(lambda: any(p.get("reason") == "lost" for _, p, _ in seen), timeout=90)
+    lost_at = max(i for i, (_, p, _) in enumerate(seen) if p.get("reason") == "lost")
+    assert wait_for(lambda: any(p["state"] == "online" for _, p, _ in seen[lost_at + 1 :]), 60)
+    c.loop_stop()
+    c.disconnect()
+    broker.mosquitto.kill()  # the broker restarts: retained messages may be gone or old
+    time.sleep(0.5)
+    broker.mosquitto.start()
+    restarted = time.time()
+
+    def retained_online_after_restart():
+        w, got = watcher(broker, topic)
+        try:
+            wait_for(lambda: got, timeout=3)
+        finally:
+            w.loop_stop()
+            w.disconnect()
+        if not got:
+            return False
+        _, payload, retained = got[-1]
+        when = payload.get("timestamp", "")
+        return retained and payload["state"] == "online" and when >= _iso(restarted)
+
+    assert wait_for(retained_online_after_restart, timeout=60)
+    t.stop()
+
+
+def _iso(ts):
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts - 1, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S"
+    )
+
+
 def test_graceful_stop_publishes_offline(broker):
     t = transport(broker)
     t.start()

@@ -169,10 +169,11 @@ class MqttTransport:
                 continue
         else:
             raise TransportProtocolError(f"broker {self.host} refused MQTT: {last}")
-        self._announce_online()
 
-    def _announce_online(self) -> None:
-        client: Any = self._client
+    def _announce_online(self, client: Any) -> None:
+        """The retained status "online": on every (re)connect, since the broker published
+        the Last Will ("offline", "lost") when the link dropped, and after a broker restart
+        the retained status may be gone or stale."""
         client.publish(
             self.topics["status"],
             json.dumps({"state": "online", "timestamp": format_timestamp(utc_now())}),
@@ -239,6 +240,7 @@ class MqttTransport:
                     (self.topics["events_ack"], 1),
                 ]
             )
+            self._announce_online(client)
             self._connected.set()
         else:
             self._connected.set()
