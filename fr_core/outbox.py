@@ -31,6 +31,9 @@ from fr_core.storage import DatabaseManager
 log = logging.getLogger(__name__)
 
 REJECTED_RETRY_SECONDS = 86400.0
+# A lease outlives the longest a send can take by this factor (transport.max_send_seconds),
+# and is renewed every third of it while events are on the wire.
+LEASE_OVER_SEND = 3.0
 # Events claimed per transaction by the pipelined drain (unless one batch is larger): with
 # two groups in flight at most, this bounds the images held in memory during a drain
 # (600 events: ~16 MB of 20 KB images, ~40 MB at the 50 KB limit).
@@ -54,7 +57,11 @@ class OutboxWorker:
         if batch_size < 1 or backoff_min <= 0 or backoff_max < backoff_min:
             raise ValueError("batch_size >= 1 and 0 < backoff_min <= backoff_max are required")
         self.db, self.transport = db, transport
-        self.batch_size, self.lease_seconds = batch_size, lease_seconds
+        # sized from the transport's own timeouts, so that a batch still on the wire is never
+        # taken for abandoned; renewed while it waits (issue 12)
+        longest = float(getattr(transport, "max_send_seconds", 0.0) or 0.0)
+        self.batch_size = batch_size
+        self.lease_seconds = max(lease_seconds, LEASE_OVER_SEND * longest)
         self.backoff_min, self.backoff_max, self.jitter = backoff_min, backoff_max, jitter
         self.idle_poll = idle_poll
         self.pipeline_depth = max(1, pipeline_depth)
@@ -112,7 +119,8 @@ class OutboxWorker:
             return 0
         ids = [it.event_id for it in items]
         try:
-            result = self.transport.send_events([it.payload for it in items])
+            with _LeaseKeeper(self.db, self.lease_seconds, lambda: ids):
+                result = self.transport.send_events([it.payload for it in items])
         except Exception as exc:
             self.failed_sends += 1
             self.last_error = f"{type(exc).__name__}: {exc}"
@@ -175,6 +183,12 @@ class OutboxWorker:
         unsent: list[str] = []  # claimed, not yet handed to the transport
         batches = max(1, min(self.pipeline_depth, GROUP_MAX_EVENTS // self.batch_size))
         group = self.batch_size * batches  # events per claim
+
+        def held() -> list[str]:  # claimed and not yet deleted: their leases must not lapse
+            return [i for ids, _ in list(inflight) for i in ids] + list(acked) + list(unsent)
+
+        keeper = _LeaseKeeper(self.db, self.lease_seconds, held)
+        keeper.start()
         try:
             while True:
                 waiting = sum(len(ids) for ids, _ in inflight)
@@ -211,14 +225,24 @@ class OutboxWorker:
                 self.db.outbox_fail(left, self.last_error[:500], retry_in=0.0)
             raise
         finally:
+            keeper.stop()
             if acked:  # delivered before the failure: they leave the outbox all the same
                 self._ack(acked)
 
     def _ack(self, ids: list[str]) -> int:
-        if ids:
-            self.db.outbox_ack(ids)
-            self.sent += len(ids)
-        return len(ids)
+        """Delete acknowledged events; counts as sent only the rows really deleted (an event
+        another drain already acknowledged is not sent twice in the figures)."""
+        if not ids:
+            return 0
+        deleted = self.db.outbox_ack(ids)
+        if deleted < len(ids):
+            log.warning(
+                "%d of %d acknowledged events were no longer queued (sent twice?)",
+                len(ids) - deleted,
+                len(ids),
+            )
+        self.sent += deleted
+        return deleted
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -270,3 +294,41 @@ class OutboxWorker:
             "full": box.full,
             "corruption_recoveries": int(box.counters.get("corruption_recoveries", 0)),
         }
+
+
+class _LeaseKeeper:
+    """Renews the leases of the events ``held()`` returns every third of ``lease_seconds``,
+    from its own thread, while a send waits on the network."""
+
+    def __init__(self, db: DatabaseManager, lease_seconds: float, held: Any) -> None:
+        self.db, self.lease, self.held = db, lease_seconds, held
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.renewals = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="fr-outbox-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> _LeaseKeeper:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease / 3):
+            ids = self.held()
+            if not ids:
+                continue
+            try:
+                self.db.outbox_renew(ids, self.lease)
+                self.renewals += 1
+            except Exception as exc:  # the next renewal may work; the lease is 3x the wait
+                log.warning("renewing the leases of %d events failed: %s", len(ids), exc)

@@ -372,6 +372,12 @@ class DatabaseManager:
     def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
         self.storage.outbox_fail(event_ids, error, retry_in)
 
+    def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
+        """Extend the leases of claimed events still on the wire; returns how many were
+        renewed (0 from a storage plugin that cannot: its leases then only expire)."""
+        renew = getattr(self.storage, "outbox_renew", None)
+        return int(renew(event_ids, lease_seconds)) if renew is not None else 0
+
     def outbox_release_claims(self) -> int:
         """End every lease (claims of a worker that died); returns how many were held. A
         worker calls this when it starts: there is one worker per database."""

@@ -504,3 +504,66 @@ def test_a_starting_worker_takes_over_the_claims_of_a_dead_one(db):
     finally:
         worker.stop()
     assert worker.sent == 6  # not held back for the 600 s lease
+
+
+class SlowTransport(ScriptedAsyncTransport):
+    """Each batch's acknowledgements take ``wait`` seconds: longer than the lease."""
+
+    def __init__(self, wait, max_send_seconds=0.0):
+        super().__init__()
+        self.wait, self.max_send_seconds = wait, max_send_seconds
+
+    def send_events_async(self, events):
+        pending = super().send_events_async(events)
+
+        class Slow:
+            def result(_self):
+                time.sleep(self.wait)
+                return pending.result()
+
+        return Slow()
+
+
+def test_leases_are_renewed_while_batches_wait_on_the_wire(db):
+    """Issue 12, item 3: with a 1 s lease and acknowledgements taking 1.2 s, the pipelined
+    drain's next claim re-took events still on the wire (120 events, 210 publishes)."""
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i, image=False) for i in range(120)])
+    t = SlowTransport(wait=1.2)
+    worker = OutboxWorker(db, t, batch_size=10, pipeline_depth=3, lease_seconds=1.0)
+    assert worker.drain() == 120 and consistent(db) == 0
+    published = [i for b in t.batches for i in b]
+    assert len(published) == 120 and len(set(published)) == 120  # each event once
+    assert worker.sent == 120
+
+
+def test_a_slow_single_send_keeps_its_lease_against_a_second_worker(db):
+    import threading
+
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i, image=False) for i in range(5)])
+    slow = SlowTransport(wait=2.0)
+    first = OutboxWorker(
+        db, type("Sync", (), {"send_events": slow.send_events})(), lease_seconds=0.6
+    )
+    sending = threading.Thread(target=first.drain_once)
+    sending.start()
+    time.sleep(1.2)  # two leases' worth into the send
+    assert db.outbox_claim(10, 60) == []  # renewed: nobody else may take them
+    sending.join()
+    assert first.sent == 5 and consistent(db) == 0
+
+
+def test_leases_are_sized_from_the_transport_and_sent_counts_real_deletions(db):
+    from fr_core.outbox import OutboxWorker
+
+    t = SlowTransport(wait=0.0, max_send_seconds=50.0)
+    assert OutboxWorker(db, t, lease_seconds=120).lease_seconds == 150.0
+    assert OutboxWorker(db, SlowTransport(wait=0.0), lease_seconds=120).lease_seconds == 120
+    db.outbox_append_many([event(i) for i in range(3)])
+    worker = OutboxWorker(db, t)
+    ids = [e.event_id for e in db.outbox_claim(10, 60)]
+    assert worker._ack(ids) == 3 and worker._ack(ids) == 0  # already gone: not sent again
+    assert worker.sent == 3

@@ -104,6 +104,15 @@ class HttpsTransport:
             session.cert = (str(cfg.client_cert), str(cfg.client_key))
         self._session = session
 
+    @property
+    def max_send_seconds(self) -> float:
+        """The longest one ``send_events`` can take: every try's connect and read timeouts
+        and the back-off between them (the outbox sizes its leases from it)."""
+        c = self.config
+        tries = c.max_retries + 1
+        waits = sum(min(c.backoff_max, c.backoff_base * 2**i) for i in range(c.max_retries))
+        return tries * (c.connect_timeout + c.read_timeout) + waits
+
     def stop(self, timeout: float = 5.0) -> None:
         if self._session is not None:
             self._session.close()

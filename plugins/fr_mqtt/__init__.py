@@ -347,6 +347,13 @@ class MqttTransport:
     def send_events(self, events: Sequence[Mapping[str, Any]]) -> SendResult:
         return self.send_events_async(events).result()
 
+    @property
+    def max_send_seconds(self) -> float:
+        """The longest a batch waits: its PUBACKs, then (require_ack) the application's
+        acknowledgement (the outbox sizes its leases from it)."""
+        c = self.config
+        return c.publish_timeout + (c.ack_timeout if c.require_ack else 0.0)
+
     def send_events_async(self, events: Sequence[Mapping[str, Any]]) -> _Pending:
         """Publish now; ``result()`` waits for the PUBACKs. Lets the outbox worker prepare
         the next batch while this one is on the wire."""

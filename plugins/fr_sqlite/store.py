@@ -901,6 +901,21 @@ class SqliteStorage:
             self._counter(conn, "sent_total", len(rows))
         return len(rows)
 
+    def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
+        """Extend the leases of events still claimed (on the wire): returns how many were."""
+        if not event_ids:
+            return 0
+        o = s.outbox
+        with self.relaxed_writer.begin() as conn:
+            return int(
+                conn.execute(
+                    update(o)
+                    .where(o.c.event_id.in_(list(event_ids)))
+                    .where(o.c.claimed_until.is_not(None))
+                    .values(claimed_until=time.time() + lease_seconds)
+                ).rowcount
+            )
+
     def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
         """Release events after a failed delivery; they are due again in ``retry_in`` s."""
         if not event_ids:
