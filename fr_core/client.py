@@ -133,6 +133,10 @@ class IoTClient:
         )
         self._own_db = db is None
         self.transport: Any = None
+        # stop() and a sync thread calling fetch_changes could race: the sync recreated a
+        # transport (a connection, threads) after stop had closed the old one
+        self._lock = threading.RLock()
+        self._stopped = False
         self.worker: OutboxWorker | None = None
         self._started = False
         #: Called when the broker announces enrolment changes (MQTT "changes available");
@@ -143,6 +147,12 @@ class IoTClient:
     # --- lifecycle ---
 
     def _transport(self) -> Any:
+        with self._lock:
+            if self._stopped:
+                raise TransportUnavailable("the IoT client is stopped; start() it again first")
+            return self._make_transport()
+
+    def _make_transport(self) -> Any:
         if self.transport is None:
             from fr_core.interfaces import ComponentKind
 
@@ -170,6 +180,8 @@ class IoTClient:
         """Open the database and the transport and start draining the outbox."""
         if self._started:
             return
+        with self._lock:
+            self._stopped = False
         self.db.initialize()
         self.worker = OutboxWorker(
             self.db,
@@ -185,11 +197,14 @@ class IoTClient:
         """Stop within ``timeout`` (default ``stop_timeout_seconds``). Every event queued is
         already on disk; one in flight stays queued and goes again on the next start."""
         limit = timeout if timeout is not None else self.config.stop_timeout_seconds
+        with self._lock:
+            self._stopped = True  # from now on no call makes a new transport
         if self.worker is not None:
             self.worker.stop(limit)
-        if self.transport is not None:
-            self.transport.stop(min(limit, 2.0))
-            self.transport = None
+        with self._lock:
+            transport, self.transport = self.transport, None
+        if transport is not None:
+            transport.stop(min(limit, 2.0))
         if self._own_db and self._started:
             self.db.close()
         self._started = False

@@ -75,16 +75,24 @@ class OutboxWorker:
     # --- control ---
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        # One worker per database: leases still held belong to a process that died mid-send
-        # (they would otherwise hold their events back for lease_seconds). They go again now;
-        # the broker deduplicates by event_id.
-        released = self.db.outbox_release_claims()
-        if released:
-            log.info("%d event(s) claimed by a previous run are due again", released)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="fr-outbox", daemon=True)
+        if self._thread is not None and self._thread.is_alive() and not self._stop.is_set():
+            return  # running
+        previous = self._thread
+        if previous is not None and previous.is_alive():
+            # stopped while a send was in flight: that send still holds live (renewed)
+            # claims; they are left to it, and it ends after the send (its own stop event)
+            log.info("the previous outbox thread is finishing a send; its events stay its own")
+        else:
+            # One worker per database: leases still held belong to a process that died
+            # mid-send (they would otherwise hold their events back for lease_seconds). They
+            # go again now; the broker deduplicates by event_id.
+            released = self.db.outbox_release_claims()
+            if released:
+                log.info("%d event(s) claimed by a previous run are due again", released)
+        self._stop = threading.Event()  # each thread its own: a stopped one stays stopped
+        self._thread = threading.Thread(
+            target=self._loop, args=(self._stop,), name="fr-outbox", daemon=True
+        )
         self._thread.start()
 
     def wake(self) -> None:
@@ -100,9 +108,10 @@ class OutboxWorker:
             return True
         self._thread.join(timeout)
         done = not self._thread.is_alive()
-        if not done:
+        if not done:  # kept: start() must know it still holds claims
             log.warning("outbox worker still sending after %.1fs; its events stay queued", timeout)
-        self._thread = None
+        else:
+            self._thread = None
         return done
 
     @property
@@ -158,7 +167,7 @@ class OutboxWorker:
             self.db.outbox_fail(missing, "not acknowledged by the broker", retry_in=0.0)
         return acked, missing
 
-    def drain(self) -> int:
+    def drain(self, stop: threading.Event | None = None) -> int:
         """Send until the outbox has nothing due; pipelined when the transport can publish
         without waiting (``send_events_async``). Returns events sent.
 
@@ -172,9 +181,10 @@ class OutboxWorker:
         (freeing the pages of their sealed images). Until then they stay leased, so nothing
         sends them again; if the process dies first they go again after the lease and the
         broker deduplicates them by event_id."""
+        halt = stop if stop is not None else self._stop  # the calling thread's own
         if not hasattr(self.transport, "send_events_async"):
             total = 0
-            while (n := self.drain_once()) > 0:
+            while not halt.is_set() and (n := self.drain_once()) > 0:
                 total += n
             return total
         total = 0
@@ -192,7 +202,7 @@ class OutboxWorker:
         try:
             while True:
                 waiting = sum(len(ids) for ids, _ in inflight)
-                if waiting <= group and not self._stop.is_set():
+                if waiting <= group and not halt.is_set():
                     items = self.db.outbox_claim(group, self.lease_seconds)
                     if items:
                         unsent = [it.event_id for it in items]
@@ -244,23 +254,23 @@ class OutboxWorker:
         self.sent += deleted
         return deleted
 
-    def _loop(self) -> None:
-        while not self._stop.is_set():
+    def _loop(self, stop: threading.Event) -> None:
+        while not stop.is_set():
             try:
-                sent = self.drain()
+                sent = self.drain(stop)
             except TransportError as exc:
-                self._back_off(exc)
+                self._back_off(exc, stop)
                 continue
             except Exception as exc:  # a bug or the database: keep the thread alive
                 log.exception("outbox worker error")
-                self._back_off(exc)
+                self._back_off(exc, stop)
                 continue
             self.backoff = 0.0
             if sent == 0:
                 self._wake.wait(self.idle_poll)
                 self._wake.clear()
 
-    def _back_off(self, exc: BaseException) -> None:
+    def _back_off(self, exc: BaseException, stop: threading.Event) -> None:
         self.backoff = min(self.backoff_max, max(self.backoff_min, self.backoff * 2))
         delay = self.backoff * random.uniform(1 - self.jitter, 1 + self.jitter)  # noqa: S311
         hint = getattr(exc, "retry_after", None)
@@ -272,7 +282,7 @@ class OutboxWorker:
             else logging.WARNING
         )
         log.log(level, "sending events failed (%s); retrying in %.1fs", exc, delay)
-        self._stop.wait(delay)
+        stop.wait(delay)
 
     def stats(self) -> dict[str, Any]:
         box = self.db.outbox_stats()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
 import time
@@ -345,3 +346,48 @@ def test_rejected_events_stay_queued_and_are_reported(broker, tmp_path, caplog):
     assert db.outbox_claim() == []  # not due again before a day
     assert f"broker rejected event {bad['event_id']}" in caplog.text
     db.close()
+
+
+def test_a_stopped_client_makes_no_new_transport(tmp_path):
+    """Issue 12, item 9: IoTClient.stop() and the sync thread raced; a fetch_changes after
+    stop built a new transport (a connection and its threads) that nobody stopped."""
+    import threading
+
+    from fr_core import DatabaseManager, IoTClient, IoTClientConfig
+    from fr_core.errors import TransportUnavailable
+    from fr_core.testing.broker import ReferenceBroker
+
+    key = "client-race-key-9911"
+    with ReferenceBroker(tmp_path / "b", api_key=key) as ref:
+        client = IoTClient(
+            IoTClientConfig(
+                device_id="cam-1",
+                broker_url=ref.url,
+                api_key=key,
+                transport_options={"ca_bundle": str(ref.ca_path)},
+            ),
+            db=DatabaseManager(str(tmp_path / "c.db")),
+        )
+        client.start()
+        assert json.loads(client.fetch_changes(0))["latest_version"] == 0
+        errors, made = [], []
+
+        def sync_thread():
+            for _ in range(50):
+                try:
+                    client.fetch_changes(0)
+                except TransportUnavailable as exc:
+                    errors.append(exc)
+                    return
+                made.append(client.transport)
+
+        t = threading.Thread(target=sync_thread)
+        t.start()
+        client.stop()
+        t.join(10)
+        assert client.transport is None  # nothing rebuilt behind stop's back
+        with pytest.raises(TransportUnavailable, match="stopped"):
+            client.fetch_changes(0)
+        client.start()  # and it can start again
+        assert json.loads(client.fetch_changes(0))["latest_version"] == 0
+        client.stop()

@@ -350,3 +350,30 @@ def test_a_device_starts_while_the_broker_is_down_and_delivers_later(tmp_path):
         assert {e["event_id"] for e in down.store.ledger()} == {e["event_id"] for e in batch}
     client.stop()
     db.close()
+
+
+def test_acknowledgements_nobody_waits_for_are_not_kept(broker):
+    """Issue 12, item 9: every events/ack message was stored in a map only the sender of
+    those events emptied, so late, repeated or foreign acknowledgements grew it without
+    bound."""
+    t = transport(broker)
+    t.start()
+    try:
+        result = t.send_events(events(30))
+        assert len(result.acknowledged) == 30
+        assert t._acks == {} and t._awaiting == set()
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=str(broker.ca_path), cert_reqs=ssl.CERT_REQUIRED)
+        c.username_pw_set(BRIDGE_USER, broker.bridge_password)
+        c.connect("127.0.0.1", broker.mosquitto.port)
+        c.loop_start()
+        stray = {"accepted": [f"EV1-{i:013d}-abcdef" for i in range(2000)], "duplicates": []}
+        info = c.publish("fr/v1/devices/cam-001/events/ack", json.dumps(stray), qos=1)
+        info.wait_for_publish(10)
+        later = t.send_events(events(5, start=100))  # the device goes on as before
+        assert len(later.acknowledged) == 5
+        assert t._acks == {} and t._awaiting == set()
+        c.loop_stop()
+        c.disconnect()
+    finally:
+        t.stop()

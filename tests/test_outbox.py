@@ -567,3 +567,23 @@ def test_leases_are_sized_from_the_transport_and_sent_counts_real_deletions(db):
     ids = [e.event_id for e in db.outbox_claim(10, 60)]
     assert worker._ack(ids) == 3 and worker._ack(ids) == 0  # already gone: not sent again
     assert worker.sent == 3
+
+
+def test_a_worker_stopped_mid_send_and_started_again_sends_nothing_twice(db):
+    """Issue 12, item 9: stop() forgot a thread still sending, and the next start() freed
+    that thread's claims (and cleared the stop it was watching): its events went twice."""
+    from fr_core.outbox import OutboxWorker
+
+    db.outbox_append_many([event(i, image=False) for i in range(20)])
+    slow = SlowTransport(wait=1.0)
+    sync_only = type("Sync", (), {"send_events": slow.send_events})()
+    worker = OutboxWorker(db, sync_only, batch_size=5, lease_seconds=30)
+    worker.start()
+    assert wait_for(lambda: slow.batches, timeout=10)  # a send is in flight
+    assert worker.stop(timeout=0.1) is False  # still sending
+    worker.start()  # again, at once
+    assert wait_for(lambda: consistent(db) == 0, timeout=30)
+    worker.stop(timeout=5)
+    published = [i for b in slow.batches for i in b]
+    assert sorted(published) == sorted(event(i, image=False)["event_id"] for i in range(20))
+    assert len(published) == 20  # none twice

@@ -112,6 +112,10 @@ class MqttTransport:
         self._pending: dict[str, tuple[threading.Event, list[Any]]] = {}
         self._lock = threading.Lock()
         self._acks: dict[str, str | None] = {}  # event_id -> None (stored) or rejection reason
+        # only the acknowledgements of events a send is waiting for are kept: one that comes
+        # late, twice or for an event never sent is dropped, so _acks stays bounded by the
+        # events on the wire (it grew without bound before issue 12)
+        self._awaiting: set[str] = set()
         self._ack_cond = threading.Condition()
         self.protocol_used: str | None = None
 
@@ -288,8 +292,12 @@ class MqttTransport:
                 log.error("malformed events acknowledgement ignored: %s", exc)
                 return
             with self._ack_cond:
-                self._acks.update(dict.fromkeys(stored))
-                self._acks.update(rejected)
+                for eid in stored:
+                    if eid in self._awaiting:
+                        self._acks[eid] = None
+                for eid, reason in rejected.items():
+                    if eid in self._awaiting:
+                        self._acks[eid] = reason
                 self._ack_cond.notify_all()
             return
         if msg.topic == self.topics["changes"]:
@@ -358,14 +366,28 @@ class MqttTransport:
         """Publish now; ``result()`` waits for the PUBACKs. Lets the outbox worker prepare
         the next batch while this one is on the wire."""
         client = self._need()
+        if self.config.require_ack:  # before publishing: the answer may beat us back
+            with self._ack_cond:
+                self._awaiting.update(str(e["event_id"]) for e in events)
         infos = []
-        for e in events:
-            infos.append(
-                (str(e["event_id"]), client.publish(self.topics["events"], wire_json(e), qos=1))
-            )
+        try:
+            for e in events:
+                infos.append(
+                    (str(e["event_id"]), client.publish(self.topics["events"], wire_json(e), qos=1))
+                )
+        except BaseException:
+            self._forget([str(e["event_id"]) for e in events])
+            raise
         return _Pending(
             infos, self.config.publish_timeout, self.host, self if self.config.require_ack else None
         )
+
+    def _forget(self, ids: Sequence[str]) -> None:
+        """A send is done with ``ids``: their acknowledgements are no longer wanted."""
+        with self._ack_cond:
+            self._awaiting.difference_update(ids)
+            for i in ids:
+                self._acks.pop(i, None)
 
     def _wait_acks(self, ids: list[str], deadline: float) -> tuple[list[str], dict[str, str]]:
         """The application acknowledgements of ``ids`` that arrive before ``deadline``."""
@@ -447,6 +469,13 @@ class _Pending:
     def result(self) -> SendResult:
         """Events whose PUBACK arrived, in order, stopping at the first that did not; with
         ``require_ack``, only those the broker's application also confirmed."""
+        try:
+            return self._result()
+        finally:
+            if self.acks is not None:
+                self.acks._forget([eid for eid, _ in self.infos])
+
+    def _result(self) -> SendResult:
         deadline = time.monotonic() + self.timeout
         acked = []
         for eid, info in self.infos:
