@@ -210,3 +210,46 @@ def test_without_a_cpu_zone_the_hottest_zone_is_the_cpu_temperature(tmp_path):
         LinuxTelemetry(LinuxTelemetryConfig(root=str(tmp_path / "b"))).sample()["cpu_temp_c"]
         == 41.0
     )
+
+
+class BlockingCapture:
+    """A capture whose read() blocks until let go, as a GStreamer or V4L2 read can; it
+    records a release() that comes while a read is in progress (a native crash in OpenCV)."""
+
+    def __init__(self):
+        import threading
+
+        self.reading = threading.Event()
+        self.let_go = threading.Event()
+        self.released = False
+        self.released_while_reading = False
+        self._in_read = False
+
+    def read(self):
+        self._in_read = True
+        self.reading.set()
+        self.let_go.wait(10)
+        self._in_read = False
+        return False, None
+
+    def release(self):
+        self.released_while_reading |= self._in_read
+        self.released = True
+
+
+def test_close_never_releases_a_capture_the_grabber_is_reading(monkeypatch):
+    """Issue 12, item 7: close() released the capture under a grabber blocked in read()."""
+    cap = BlockingCapture()
+    cam = OpenCvCamera(OpenCvCameraConfig(source="/dev/null", stall_seconds=60))
+    monkeypatch.setattr(cam, "_capture", lambda: cap)
+    cam.close_timeout = 0.2
+    cam.open()
+    assert cap.reading.wait(5)
+    t0 = time.monotonic()
+    cam.close()  # the grabber is stuck in read(): close returns without it
+    assert time.monotonic() - t0 < 2
+    assert not cap.released  # not under the reader's feet
+    assert cam.read(0.1).status is ReadStatus.ERROR  # closed
+    cap.let_go.set()  # the read returns: the grabber releases its own capture and ends
+    assert wait_for(lambda: cap.released, timeout=5)
+    assert not cap.released_while_reading

@@ -9,6 +9,13 @@ nothing for ``stall_seconds`` the grabber reopens it, with a capped exponential 
 (``reopens`` counts them); the engine's watchdog does the same from the outside for any
 source. A file is read in the caller's thread, every frame, and ends with EOS.
 
+The grabber thread owns its capture: it opens (after the first, which ``open`` makes to report
+errors at once), reads and releases it, and nothing else touches it. A GStreamer or V4L2
+read can block with no timeout of its own; ``close`` then waits ``close_timeout`` for the
+grabber and returns without it, and the grabber releases its capture when the read returns.
+(Before, ``close`` released a capture the grabber was still reading: a native crash on the
+documented ``nvarguscamerasrc`` set-up.)
+
 Credentials in a stream URL (``rtsp://user:secret@host/...``) never reach a log line or an
 error: they are masked as ``rtsp://***@host/...``.
 """
@@ -99,6 +106,8 @@ class OpenCvCameraConfig(BaseModel):
 class OpenCvCamera:
     """See the module docstring."""
 
+    close_timeout = 5.0  # seconds close() waits for a grabber blocked in a read
+
     def __init__(self, config: OpenCvCameraConfig, clock: Any = time.monotonic) -> None:
         self.config = config
         self.label = mask_url(config.source)
@@ -147,47 +156,57 @@ class OpenCvCamera:
         self.close()
         self._ended, self._error = False, None
         self._latest, self._taken, self._grabbed = None, -1, 0
-        self._cap = self._capture()
+        cap = self._capture()  # here, so that a source that cannot open says so at once
         self.opens += 1
-        if not self.config.is_file:
-            self._stop.clear()
-            self._thread = threading.Thread(
-                target=self._grab_loop, name="fr-camera-grabber", daemon=True
-            )
-            self._thread.start()
+        if self.config.is_file:
+            self._cap = cap
+            return
+        self._stop = threading.Event()  # the grabber's own: a stuck old one stays stopped
+        self._thread = threading.Thread(
+            target=self._grab_loop, args=(cap, self._stop), name="fr-camera-grabber", daemon=True
+        )
+        self._thread.start()
 
-    def _grab_loop(self) -> None:
+    def _grab_loop(self, cap: Any, stop: threading.Event) -> None:
+        """Owns ``cap`` (and any capture it reopens) until it returns, and releases it."""
         backoff = 0.5
         last = self._clock()
-        while not self._stop.is_set():
-            cap = self._cap
-            ok, frame = (False, None) if cap is None else cap.read()
-            now = self._clock()
-            if ok and frame is not None:
-                backoff, last = 0.5, now
-                with self._lock:
-                    if self._latest is not None and self._latest[1] > self._taken:
-                        self.dropped += 1  # the consumer never took the previous one
-                    self._latest = (frame, self._grabbed, now)
-                    self._grabbed += 1
-                    self._lock.notify_all()
-                continue
-            if now - last < self.config.stall_seconds and cap is not None:
-                self._stop.wait(0.05)
-                continue
-            log.warning("camera %s delivered nothing for %.1fs; reopening", self.label, now - last)
+        try:
+            while not stop.is_set():
+                ok, frame = (False, None) if cap is None else cap.read()
+                now = self._clock()
+                if stop.is_set():
+                    break  # closed while this read blocked: the frame is nobody's now
+                if ok and frame is not None:
+                    backoff, last = 0.5, now
+                    with self._lock:
+                        if self._latest is not None and self._latest[1] > self._taken:
+                            self.dropped += 1  # the consumer never took the previous one
+                        self._latest = (frame, self._grabbed, now)
+                        self._grabbed += 1
+                        self._lock.notify_all()
+                    continue
+                if now - last < self.config.stall_seconds and cap is not None:
+                    stop.wait(0.05)
+                    continue
+                log.warning(
+                    "camera %s delivered nothing for %.1fs; reopening", self.label, now - last
+                )
+                if cap is not None:
+                    cap.release()
+                    cap = None
+                if stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.config.reopen_backoff_max_seconds)
+                try:
+                    cap = self._capture()
+                    self.reopens += 1
+                    last = self._clock()
+                except FrEdgeError as exc:
+                    log.warning("%s", exc)
+        finally:
             if cap is not None:
                 cap.release()
-                self._cap = None
-            if self._stop.wait(backoff):
-                break
-            backoff = min(backoff * 2, self.config.reopen_backoff_max_seconds)
-            try:
-                self._cap = self._capture()
-                self.reopens += 1
-                last = self._clock()
-            except FrEdgeError as exc:
-                log.warning("%s", exc)
 
     # --- CameraSource ----------------------------------------------------------------------
 
@@ -221,8 +240,14 @@ class OpenCvCamera:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=self.close_timeout)
+            if self._thread.is_alive():
+                log.warning(
+                    "camera %s: the grabber is blocked in a read; it releases its capture "
+                    "when the read returns",
+                    self.label,
+                )
             self._thread = None
-        if self._cap is not None:
+        if self._cap is not None:  # a file: read in the caller's thread, so nobody else's
             self._cap.release()
             self._cap = None
