@@ -372,6 +372,12 @@ class DatabaseManager:
     def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
         self.storage.outbox_fail(event_ids, error, retry_in)
 
+    def clock_status(self) -> dict[str, Any]:
+        """Whether the wall clock is synchronised and the store's lifetime clock
+        (fr_core.clock); empty from a storage plugin without one."""
+        status = getattr(self.storage, "clock_status", None)
+        return dict(status()) if status is not None else {}
+
     def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
         """Extend the leases of claimed events still on the wire; returns how many were
         renewed (0 from a storage plugin that cannot: its leases then only expire)."""

@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from fr_sqlite.schema import SCHEMA_VERSION
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -152,7 +153,9 @@ def test_images_queued_by_schema_2_are_sealed_on_upgrade(tmp_path):
         assert "image" not in items[1].payload
         d.storage.checkpoint()
         assert marker[:40] not in files(d)
-    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (3,)
+    assert sqlite3.connect(path).execute("SELECT version FROM schema_version").fetchone() == (
+        SCHEMA_VERSION,
+    )
 
 
 def test_a_claim_is_a_lease(db):

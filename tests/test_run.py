@@ -66,6 +66,8 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
     assert event["event_type"] == "facial_id" and event["confidence"] > 0.5
     assert beats and beats[-1]["device_id"] == "cam-001" and "outbox" in beats[-1]
     assert "cpu_temp_c" in beats[-1]["telemetry"]
+    clock = beats[-1]["clock"]
+    assert clock["synchronised"] in (True, False, None) and clock["lifetime_seconds"] > 0
     assert beats[-1]["recognition"]["analyses"] > 0  # the emotion analyzer ran
     # the operating point in force: calibrated for the two enrolments from the default target
     point = beats[-1]["operating_point"]["SFace"]

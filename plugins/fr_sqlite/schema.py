@@ -32,7 +32,7 @@ from sqlalchemy import (
 
 from fr_core.storage import StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -89,10 +89,12 @@ outbox = Table(
     Column("event_type", Text, nullable=False),
     Column("payload", Text, nullable=False),  # the event as JSON, without its image
     Column("size", Integer, nullable=False),
-    Column("created_at", Float, nullable=False),
+    Column("created_at", Float, nullable=False),  # wall clock: for people, not for ages
     Column("attempts", Integer, nullable=False, default=0),
+    # on the store's lifetime clock (fr_core.clock), which no wall-clock jump moves
     Column("next_attempt_at", Float, nullable=False),
     Column("claimed_until", Float),
+    Column("created_life", Float),  # NULL: queued before schema 4 (its age: wall clock)
     Column("last_error", Text),
     sqlite_autoincrement=True,
 )
@@ -175,11 +177,22 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.execute(outbox_keys.insert().values(outbox_id=r.outbox_id, key=key))
 
 
+def _v3_to_v4(conn: Connection) -> None:
+    """Leases, retries and ages move to the lifetime clock (issue 12): rows of schema 3 hold
+    wall-clock times there, meaningless on the new clock, so every queued event is due now
+    and unclaimed; their age stays the wall clock's (created_life NULL)."""
+    columns = {r[1] for r in conn.execute(text("PRAGMA table_info(outbox)"))}
+    if "created_life" not in columns:
+        conn.execute(text("ALTER TABLE outbox ADD COLUMN created_life REAL"))
+    conn.execute(outbox.update().values(next_attempt_at=0.0, claimed_until=None))
+
+
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {
     # from version -> step to version + 1
     0: _create_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 
 

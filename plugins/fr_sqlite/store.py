@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from fr_core.clock import DeviceClock, boot_number
 from fr_core.events import format_timestamp
 from fr_core.storage import (
     ApplyResult,
@@ -119,7 +120,11 @@ class SqliteStorage:
         policy: OutboxPolicy | None = None,
         on_corruption: Literal["recover", "fail"] = "recover",
         busy_timeout_seconds: float = 30.0,
+        clock: DeviceClock | None = None,
     ):
+        self.clock = clock or DeviceClock()
+        self._life_base, self._mono_anchor = 0.0, self.clock.mono()
+        self._life_saved = -1e18
         self.dev_mode = dev_mode
         self.busy_timeout_seconds = busy_timeout_seconds
         self.on_corruption = on_corruption
@@ -324,6 +329,7 @@ class SqliteStorage:
                     ).rowcount
                     if purged:
                         log.warning("production mode: removed %d stored display names", purged)
+                self._start_life(conn)
                 conn.execute(delete(s.enrolled_users_staging))  # an interrupted resync
                 if conn.execute(select(s.sync_state.c.resync_in_progress)).scalar():
                     conn.execute(update(s.sync_state).values(resync_in_progress=0))
@@ -337,6 +343,11 @@ class SqliteStorage:
     def close(self) -> None:
         with self._lock:
             if self._engine is not None:
+                try:  # the lifetime clock where it is now: a clean stop loses none of it
+                    with self.relaxed_writer.begin() as conn:
+                        self._save_life(conn, force=True)
+                except SQLAlchemyError as exc:
+                    log.warning("could not save the lifetime clock: %s", _short(exc))
                 self._engine.dispose()
                 self._engine = None
 
@@ -688,6 +699,49 @@ class SqliteStorage:
 
     # --- outbox -------------------------------------------------------------------------------
 
+    # --- the lifetime clock -------------------------------------------------------------
+    # Leases, retries and outbox ages are measured on it: the monotonic clock within a boot,
+    # carried across restarts and reboots by counters in the database (the boot id says
+    # which); the wall clock never moves it. Time switched off is not counted, so an event
+    # ages only while the device runs: it may expire later than by the calendar, never
+    # sooner (a boot with a stale clock then set by NTP used to expire everything queued).
+
+    def _start_life(self, conn: Connection) -> None:
+        c = self._counters(conn)
+        boot = boot_number(self.clock.boot_id())
+        mono = self.clock.mono()
+        life = c.get("life_ms", 0) / 1000
+        if c.get("life_boot") == boot and "life_mono_ms" in c:  # same boot: it kept running
+            life += max(0.0, mono - c["life_mono_ms"] / 1000)
+        self._life_base, self._mono_anchor = life, mono
+        self._save_life(conn, force=True)
+
+    def _life(self) -> float:
+        return self._life_base + (self.clock.mono() - self._mono_anchor)
+
+    def _save_life(self, conn: Connection, force: bool = False) -> None:
+        life = self._life()
+        if not force and life - self._life_saved < 5.0:
+            return
+        self._life_saved = life
+        for name, value in (
+            ("life_ms", int(life * 1000)),
+            ("life_boot", boot_number(self.clock.boot_id())),
+            ("life_mono_ms", int(self.clock.mono() * 1000)),
+        ):
+            done = conn.execute(
+                update(s.counters).where(s.counters.c.name == name).values(value=value)
+            )
+            if done.rowcount == 0:
+                conn.execute(insert(s.counters).values(name=name, value=value))
+
+    def clock_status(self) -> dict[str, Any]:
+        """For heartbeats: whether the wall clock is synchronised, and the lifetime clock."""
+        return {
+            "synchronised": self.clock.synchronised(),
+            "lifetime_seconds": round(self._life(), 1),
+        }
+
     def _counter(self, conn: Connection, name: str, delta: int) -> None:
         if delta == 0:
             return
@@ -736,7 +790,8 @@ class SqliteStorage:
         """Store events in one transaction (all or none). An event_id already queued is
         ignored, so a retried append never duplicates."""
         rows = [self._split(e) for e in events]
-        now = time.time()
+        now = self._life()
+        wall = self.clock.wall()
         p = self.policy
         try:
             with self.writer.begin() as conn:
@@ -784,7 +839,8 @@ class SqliteStorage:
                             event_type=event_type,
                             payload=payload,
                             size=nbytes,
-                            created_at=now,
+                            created_at=wall,
+                            created_life=now,
                             attempts=0,
                             next_attempt_at=now,
                         )
@@ -815,17 +871,28 @@ class SqliteStorage:
             raise StorageError(f"outbox append failed: {_short(exc)}") from exc
 
     def _expire(self, conn: Connection, now: float) -> None:
+        """Expire events older than max_age on the lifetime clock (``now``). Events queued
+        before schema 4 have no lifetime stamp: their wall-clock age counts, and only while
+        the kernel says the wall clock is synchronised."""
         # a scan per claim is wasted work: ages move slowly next to the bound (days)
         if now - self._last_expiry < min(5.0, self.policy.max_age_seconds / 10):
             return
         self._last_expiry = now
-        horizon = now - self.policy.max_age_seconds
-        old = conn.execute(
-            select(s.outbox.c.event_id, s.outbox.c.size).where(s.outbox.c.created_at < horizon)
-        ).all()
+        self._save_life(conn)
+        o = s.outbox
+        old_by_life = o.c.created_life.is_not(None) & (
+            o.c.created_life < now - self.policy.max_age_seconds
+        )
+        which = old_by_life
+        if self.clock.synchronised():
+            old_by_wall = o.c.created_life.is_(None) & (
+                o.c.created_at < self.clock.wall() - self.policy.max_age_seconds
+            )
+            which = old_by_life | old_by_wall
+        old = conn.execute(select(o.c.event_id, o.c.size).where(which)).all()
         if not old:
             return
-        conn.execute(delete(s.outbox).where(s.outbox.c.created_at < horizon))
+        conn.execute(delete(o).where(which))
         self._counter(conn, "outbox_depth", -len(old))
         self._counter(conn, "outbox_bytes", -sum(r.size for r in old))
         self._counter(conn, "expired_total", len(old))
@@ -838,7 +905,7 @@ class SqliteStorage:
 
     def outbox_claim(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxItem]:
         """The oldest due events, leased for ``lease_seconds`` so no other worker takes them."""
-        now = time.time()
+        now = self._life()
         o = s.outbox
         with self.relaxed_writer.begin() as conn:
             self._expire(conn, now)
@@ -912,7 +979,7 @@ class SqliteStorage:
                     update(o)
                     .where(o.c.event_id.in_(list(event_ids)))
                     .where(o.c.claimed_until.is_not(None))
-                    .values(claimed_until=time.time() + lease_seconds)
+                    .values(claimed_until=self._life() + lease_seconds)
                 ).rowcount
             )
 
@@ -927,7 +994,7 @@ class SqliteStorage:
                 .where(o.c.event_id.in_(list(event_ids)))
                 .values(
                     attempts=o.c.attempts + 1,
-                    next_attempt_at=time.time() + max(0.0, retry_in),
+                    next_attempt_at=self._life() + max(0.0, retry_in),
                     claimed_until=None,
                     last_error=error[:500],
                 )
