@@ -3,6 +3,10 @@ post-processing of the CPU plugin (fr_cpu), so both back-ends report the same th
 
 The engines have fixed shapes: YuNet 640 x 640 (a frame is scaled to fit, padded, and the
 faces scaled back), SFace 112 x 112, emotion 64 x 64.
+
+YuNet and SFace engines are built from float, opset-17 graphs derived from the int8bq files
+(fr_cpu.dequant, cached by hash): TensorRT's parser refuses the asymmetric, block-quantized
+INT8 and the opset 21 of the originals.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 from fr_cpu import yunet_post
 from fr_cpu.align import align_112
+from fr_cpu.dequant import float_model
 from fr_cpu.emotion import emotion_result, face_input, resolve_emotion_model
 from fr_cpu.models import normalised_embedding, resolve_model, sface_input
 from pydantic import BaseModel, ConfigDict, Field, FilePath
@@ -48,6 +53,8 @@ def _model(
     cfg: TrtConfig, default: str, accelerator: Any, shapes: dict[str, Any], trt: Any
 ) -> TrtModel:
     path = resolve_model(default, cfg.model_path, cfg.sha256)
+    if path.name.endswith("_int8bq.onnx"):
+        path = float_model(path, cfg.cache_dir.parent / "models" if cfg.cache_dir else None)
     return TrtModel(
         path,
         accelerator,
