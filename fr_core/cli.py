@@ -814,6 +814,39 @@ def calibrate(
             click.echo("  no two enrolments reach the threshold against each other")
 
 
+@main.command()
+@device_config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--camera-seconds",
+    type=click.FloatRange(min=0.5, max=60),
+    default=5.0,
+    show_default=True,
+    help="How long to wait for the camera's first frames.",
+)
+def doctor(config_file: Path, as_json: bool, camera_seconds: float) -> None:
+    """Check a device before its first run: platform, versions, each model's load (or
+    TensorRT engine build) time, the camera, the clock, the data folder, the broker over TLS
+    with the device's credentials, and the gallery. Sends no event.
+
+    Exit status: 0 when nothing failed (warnings included), 1 when a check failed.
+    """
+    from fr_core import doctor as dr
+
+    cfg = load_config(config_file)
+    register_secret(cfg.api_key_value())
+    checks = dr.run_checks(cfg, build_registry(), camera_seconds)
+    if as_json:
+        click.echo(json.dumps(dr.as_json(checks), indent=2))
+    else:
+        marks = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}
+        for c in checks:
+            click.echo(f"{marks[c.status]} {c.name:<20} {c.detail} ({c.seconds:.2f} s)")
+        click.echo(f"doctor: {dr.worst(checks)}")
+    if dr.worst(checks) == "fail":
+        raise SystemExit(EXIT_RUNTIME)
+
+
 # --- reference broker -----------------------------------------------------------------------
 
 BROKER_KEY_ENV = "FR_BROKER_API_KEY"

@@ -1,0 +1,87 @@
+"""`fr-edge doctor` on the simulated HAL (issue 13, item 6): every check runs against the
+real parts it can reach here (the reference broker over TLS, a real SQLite file, the CPU
+models, the sim camera) and says what it could not check; a broken set-up fails by name."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import yaml
+from click.testing import CliRunner
+
+from fr_core import DatabaseManager
+from fr_core.cli import main
+from fr_core.testing.broker import ReferenceBroker
+
+DOCTOR_KEY = "doctor-key-3141592"
+
+
+def config(tmp_path, url, ca, **extra):
+    cfg = {
+        "device_id": "cam-doc",
+        "broker_url": url,
+        "db_path": str(tmp_path / "device" / "faces.db"),
+        "camera": {"plugin": "sim", "frames": 30, "width": 160, "height": 120},
+        "detector": "yunet",
+        "embedder": "sface",
+        "transport": {"plugin": "https", "ca_bundle": str(ca)},
+        **extra,
+    }
+    path = tmp_path / "device.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_doctor_passes_a_working_device(tmp_path, monkeypatch):
+    monkeypatch.setenv("FR_API_KEY", DOCTOR_KEY)
+    (tmp_path / "device").mkdir(mode=0o700)
+    with DatabaseManager(str(tmp_path / "device" / "faces.db")) as db:
+        v = np.random.default_rng(0).standard_normal(128).astype(np.float32)
+        db.upsert_enrollment("EMP-1", v / np.linalg.norm(v), "SFace")
+    with ReferenceBroker(tmp_path / "broker", api_key=DOCTOR_KEY) as ref:
+        path = config(tmp_path, ref.url, ref.ca_path)
+        out = CliRunner().invoke(main, ["doctor", "--config", str(path), "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    by = {c["name"]: c for c in report["checks"]}
+    assert report["status"] in ("ok", "warn")
+    for name in (
+        "platform",
+        "versions",
+        "model detector",
+        "model embedder",
+        "camera",
+        "data folder",
+        "broker",
+        "gallery",
+    ):
+        assert by[name]["status"] == "ok", (name, by[name])
+    assert "3 frames, 160 x 120" in by["camera"]["detail"]
+    assert "credentials accepted" in by["broker"]["detail"]
+    assert "SFace: 1" in by["gallery"]["detail"]
+    assert "against the broker's Date" in by["clock"]["detail"]
+    assert by["liveness model"]["status"] == "skip"  # says what it could not check
+    assert DOCTOR_KEY not in out.output
+
+
+def test_doctor_names_what_fails(tmp_path, monkeypatch):
+    monkeypatch.setenv("FR_API_KEY", "a-wrong-key-2718")
+    with ReferenceBroker(tmp_path / "broker", api_key=DOCTOR_KEY) as ref:
+        path = config(
+            tmp_path,
+            ref.url,
+            ref.ca_path,
+            camera={"plugin": "sim", "frames": 1, "script": [{"frame": 0, "action": "error"}]},
+        )
+        out = CliRunner().invoke(main, ["doctor", "--config", str(path)])
+    assert out.exit_code == 1
+    lines = {
+        line.split()[1]: line
+        for line in out.output.splitlines()
+        if line[:4] in ("FAIL", "WARN", "ok  ", "skip")
+    }
+    assert lines["camera"].startswith("FAIL") and "no frame" in lines["camera"]
+    assert lines["broker"].startswith("FAIL")
+    assert lines["gallery"].startswith("WARN") and "no database yet" in lines["gallery"]
+    assert out.output.rstrip().endswith("doctor: fail")
