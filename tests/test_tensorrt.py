@@ -203,17 +203,31 @@ def cache(tmp_path):
     return tmp_path / "engines"
 
 
-def test_an_engine_is_built_once_then_loaded(cache):
+@pytest.mark.parametrize(
+    ("version", "fast_fp16"),
+    [("8.6.2", True), ("8.6.2", False), ("10.3.0", True), ("10.3.0", False)],
+)
+def test_an_engine_is_built_once_then_loaded(cache, version, fast_fp16):
+    """As TensorRT 8.6 (JetPack 6.0) and 10.3 (JetPack 6.1/6.2), with and without fast
+    FP16: the explicit-batch flag only before 10, the progress monitor only from 10."""
+    from fr_cpu.dequant import float_model
     from fr_cpu.models import resolve_model
+    from fr_tensorrt import simulated
 
-    onnx = resolve_model("face_recognition_sface_2021dec_int8bq.onnx", None, None)
-    before = SimulatedTensorRT.builds
-    first = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=SimulatedTensorRT(), progress=False)
-    second = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=SimulatedTensorRT(), progress=False)
+    onnx = float_model(
+        resolve_model("face_recognition_sface_2021dec_int8bq.onnx", None, None),
+        cache_dir=cache.parent / "models",
+    )
+    trt = simulated.simulated_trt(version, fast_fp16)
+    before, phases = SimulatedTensorRT.builds, len(simulated.PROGRESS_SEEN)
+    first = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=trt(), progress=False)
+    second = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=trt(), progress=False)
     assert SimulatedTensorRT.builds == before + 1 and first.built_now and not second.built_now
+    assert (len(simulated.PROGRESS_SEEN) > phases) == version.startswith("10.")
     (record,) = cache.glob("*.json")
     meta = json.loads(record.read_text())
-    assert meta["key"]["precision"] == "fp16" and meta["built"] == {"fp16": False}  # no fast FP16
+    assert meta["key"]["precision"] == "fp16" and meta["built"] == {"fp16": fast_fp16}
+    assert meta["key"]["tensorrt_version"] == version
     assert list(first.inputs) == ["data"] and first.outputs["fc1"][0] == (1, 128)
     with pytest.raises(ValueError, match=r"input data is \(1, 3, 10, 10\), needs"):
         first.infer({"data": np.zeros((1, 3, 10, 10), np.float32)})
@@ -239,8 +253,14 @@ def photos(fr_data):
     return [cv2.imread(str(fr_data / "faces" / n)) for n in names]
 
 
-def test_trt_models_report_what_the_cpu_plugin_reports(cache, photos):
-    trt = SimulatedTensorRT()
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_trt_models_report_what_the_cpu_plugin_reports(cache, photos, version):
+    """As TensorRT 8.6 and 10.3 with fast FP16 (an Orin): the same faces, embeddings and
+    emotions as the CPU plugin (the simulator computes in FP32: numerics are the Orin's to
+    show)."""
+    from fr_tensorrt.simulated import simulated_trt
+
+    trt = simulated_trt(version, fast_fp16=True)()
     det_cpu, det_trt = (
         YuNetDetector(YuNetConfig()),
         YuNetTrt(YuNetTrtConfig(cache_dir=cache), SimGpu(), trt),
@@ -295,3 +315,26 @@ def test_alignment_without_face_recognizer_sf_matches_align_crop(photos):
     rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     src = (TEMPLATE - shift) @ np.linalg.inv(rot).T
     np.testing.assert_allclose(similarity(src, TEMPLATE)[:, :2], rot, atol=1e-9)
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+@pytest.mark.parametrize(
+    "model",
+    ["face_detection_yunet_2023mar_int8bq.onnx", "face_recognition_sface_2021dec_int8bq.onnx"],
+)
+def test_the_parser_refuses_the_int8bq_files_and_takes_their_float_graphs(version, model, tmp_path):
+    """Issue 13: what the real parsers refuse (opset 21, INT8 blocks, non-zero zero points),
+    the simulated one refuses too, for both releases; the float graphs pass."""
+    import onnx as onnx_lib
+    from fr_cpu.dequant import float_model
+    from fr_cpu.models import resolve_model
+    from fr_tensorrt.simulated import parser_refusals
+
+    source = resolve_model(model, None, None)
+    major = int(version.split(".")[0])
+    refusals = parser_refusals(onnx_lib.load(str(source)), major)
+    assert any("opset 21 outside" in r for r in refusals)
+    assert any("INT8 block quantization" in r for r in refusals)
+    assert any("zero point must be 0" in r for r in refusals)
+    converted = float_model(source, cache_dir=tmp_path)
+    assert parser_refusals(onnx_lib.load(str(converted)), major) == []

@@ -1,7 +1,12 @@
 """A simulated ``tensorrt`` module for machines without TensorRT (CI, development).
 
 It offers exactly the names :mod:`fr_tensorrt.api` lists (a test checks), backed by OpenCV
-DNN over the same ONNX file: a "plan" is the ONNX bytes behind a header, execution reads the
+DNN over the same ONNX file. :func:`simulated_trt` makes one that behaves as a given release
+in what the plugin can see: ``__version__`` (JetPack 6.0 ships 8.6, 6.1/6.2 ship 10.3), fast
+FP16 or not, ``IProgressMonitor`` (10.x only), the explicit-batch flag (required before 10,
+deprecated from 10), and a parser that refuses what the real one refuses by the rules known
+here: opsets outside the release's range, INT8 DequantizeLinear with a non-zero zero point,
+block-quantized INT8. a "plan" is the ONNX bytes behind a header, execution reads the
 inputs from and writes the outputs to the addresses the runner bound, as TensorRT does with
 device memory. It exercises the plugin's own code (engine cache, tensor-name calls, buffers
 through the accelerator, shared pre- and post-processing) on CPU; it says nothing about
@@ -18,6 +23,7 @@ from typing import Any
 import numpy as np
 
 HEADER = b"FR-EDGE-SIMULATED-TRT\n"
+PROGRESS_SEEN: list[str] = []  # build phases a progress monitor was told of (tests read it)
 
 
 class _Enum:
@@ -33,7 +39,40 @@ class _Logger:
         self.severity = severity
 
 
+# opset ranges of the ONNX parsers (onnx-tensorrt docs/operators.md of each release line:
+# "up to Opset 17" for 8.5/8.6, "opset 9 to opset 20" for 10.0; taken as the same for 10.3)
+OPSET_RANGES = {8: (1, 17), 10: (9, 20)}
+
+
+def parser_refusals(model: Any, major: int) -> list[str]:
+    """Why TensorRT ``major``'s ONNX parser would refuse ``model`` (empty: it would not, by
+    the rules known here)."""
+    from onnx import numpy_helper
+
+    low, high = OPSET_RANGES.get(major, (1, 20))
+    errors = []
+    for o in model.opset_import:
+        if o.domain in ("", "ai.onnx") and not low <= o.version <= high:
+            errors.append(f"opset {o.version} outside TensorRT {major}'s range {low}-{high}")
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear":
+            continue
+        attrs = {a.name for a in node.attribute}
+        x = inits.get(node.input[0])
+        int8 = x is not None and x.data_type == 3  # TensorProto.INT8
+        if int8 and "block_size" in attrs:
+            errors.append(f"{node.name or node.output[0]}: INT8 block quantization (INT4 only)")
+        if len(node.input) > 2 and node.input[2] in inits:
+            zp = numpy_helper.to_array(inits[node.input[2]])
+            if zp.any():
+                errors.append(f"{node.name or node.output[0]}: zero point must be 0")
+    return errors
+
+
 class _Parser:
+    _major = 10  # set by simulated_trt
+
     def __init__(self, network: _Network, logger: Any) -> None:
         self.network = network
         self.errors: list[str] = []
@@ -45,6 +84,9 @@ class _Parser:
             model = onnx.load_from_string(bytes(data))
         except Exception as exc:  # onnx raises DecodeError and friends
             self.errors = [f"not an ONNX model: {exc}"]
+            return False
+        self.errors = parser_refusals(model, self._major)[:5]
+        if self.errors:
             return False
         self.network.onnx = bytes(data)
         self.network.model = model
@@ -112,12 +154,18 @@ class _Config:
 
 
 class _Builder:
-    platform_has_fast_fp16 = False  # a CPU: the runner must fall back to fp32
+    platform_has_fast_fp16 = False  # set by simulated_trt
+    _major = 10
 
     def __init__(self, logger: Any) -> None:
         self.builds = 0
 
     def create_network(self, flags: int = 0) -> _Network:
+        explicit = bool(flags & 1)
+        if self._major < 10 and not explicit:
+            raise ValueError("TensorRT 8.x parses ONNX only into an explicit-batch network")
+        if self._major >= 10 and flags:
+            raise ValueError("TensorRT 10 has no network creation flags to set (deprecated)")
         return _Network()
 
     def create_builder_config(self) -> _Config:
@@ -128,6 +176,14 @@ class _Builder:
 
     def build_serialized_network(self, network: _Network, config: _Config) -> bytes:
         SimulatedTensorRT.builds += 1
+        monitor = getattr(config, "progress_monitor", None)
+        if monitor is not None:  # TensorRT 10 reports build phases
+            PROGRESS_SEEN.append("Building engine")
+            monitor.phase_start("Building engine", None, 2)
+            for step in range(2):
+                if not monitor.step_complete("Building engine", step):
+                    return None  # type: ignore[return-value]
+            monitor.phase_finish("Building engine")
         return HEADER + network.onnx
 
 
@@ -217,10 +273,10 @@ class _Runtime:
         return _Engine(bytes(plan)[len(HEADER) :])
 
 
-class SimulatedTensorRT:
-    """Use as the ``trt`` argument of :class:`fr_tensorrt.runner.TrtModel`."""
+class _SimulatedBase:
+    """Use a :func:`simulated_trt` class as the ``trt`` argument of TrtModel."""
 
-    __version__ = "0.0.0-simulated"
+    __version__ = "10.3.0"
     builds = 0
     Logger = _Logger
     Builder = _Builder
@@ -234,3 +290,29 @@ class SimulatedTensorRT:
     @staticmethod
     def nptype(dtype: int) -> Any:
         return np.float32
+
+
+class _ProgressMonitor:
+    """TensorRT 10's IProgressMonitor: subclassed by the plugin."""
+
+    def __init__(self) -> None:
+        pass
+
+
+def simulated_trt(version: str = "10.3.0", fast_fp16: bool = True) -> Any:
+    """A simulated ``tensorrt`` module behaving as ``version`` (see the module doc)."""
+    major = int(version.split(".")[0])
+    builder = type("Builder", (_Builder,), {"platform_has_fast_fp16": fast_fp16, "_major": major})
+    parser = type("OnnxParser", (_Parser,), {"_major": major})
+    members: dict[str, Any] = {
+        "__version__": version,
+        "Builder": builder,
+        "OnnxParser": parser,
+    }
+    if major >= 10:
+        members["IProgressMonitor"] = _ProgressMonitor
+    return type(f"SimulatedTensorRT_{version.replace('.', '_')}", (_SimulatedBase,), members)
+
+
+#: TensorRT 10.3 (JetPack 6.1/6.2) on a GPU without fast FP16: the default of the tests
+SimulatedTensorRT: Any = simulated_trt("10.3.0", fast_fp16=False)
