@@ -16,6 +16,7 @@ import time
 import uuid
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 _TIME_ERROR = 5  # adjtimex(2): "the system clock is not synchronized to a reliable server"
@@ -48,14 +49,22 @@ def _boot_id() -> str:
         return uuid.uuid4().hex
 
 
-def _synchronised() -> bool | None:
+@cache
+def _adjtimex() -> Any:
+    """libc's adjtimex, looked up once: find_library runs ldconfig in a subprocess, and the
+    outbox asks whether the clock is synchronised every few seconds."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
-        adjtimex = libc.adjtimex
+        return ctypes.CDLL(name, use_errno=True).adjtimex
     except (OSError, AttributeError):
+        return None
+
+
+def _synchronised() -> bool | None:
+    adjtimex = _adjtimex()
+    if adjtimex is None:
         return None
     buf = ctypes.create_string_buffer(512)  # struct timex, modes 0: read only
     state = adjtimex(buf)
