@@ -230,58 +230,46 @@ def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None
     )
 
 
-def _face_models(cfg: AppConfig, registry: Any) -> tuple[Any, Any, str]:
-    """The config's detector and embedder (YuNet and SFace when it names none), and the
-    detector's name."""
+def _component(cfg: AppConfig, registry: Any, key: str, default: str) -> Any:
+    """The config's ``key`` component (``default`` when the config names none), built as
+    ``fr-edge run`` builds it."""
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import BuildContext
 
-    ctx = BuildContext(registry=registry, app_config=cfg)
-    det_block, emb_block = cfg.detector, cfg.embedder
-    detector_name = det_block.plugin if det_block else "yunet"
-    detector = registry.create(
-        ComponentKind.DETECTOR,
-        detector_name,
-        det_block.options if det_block else {},
-        ctx,
-        path="detector",
+    block = getattr(cfg, key)
+    return registry.create(
+        ComponentKind(key),
+        block.plugin if block else default,
+        block.options if block else {},
+        BuildContext(registry=registry, app_config=cfg),
+        path=key,
     )
-    embedder = registry.create(
-        ComponentKind.EMBEDDER,
-        emb_block.plugin if emb_block else "sface",
-        emb_block.options if emb_block else {},
-        ctx,
-        path="embedder",
-    )
-    return detector, embedder, detector_name
+
+
+def _face_models(cfg: AppConfig, registry: Any) -> tuple[Any, Any, str]:
+    """The config's detector and embedder (YuNet and SFace when it names none), and the
+    detector's name."""
+    detector = _component(cfg, registry, "detector", "yunet")
+    embedder = _component(cfg, registry, "embedder", "sface")
+    return detector, embedder, cfg.detector.plugin if cfg.detector else "yunet"
 
 
 def _matcher(cfg: AppConfig, registry: Any) -> Any:
     """A new matcher as the config names it (numpy by default), with the config's policy."""
-    from fr_core.interfaces import ComponentKind
-    from fr_core.plugins import BuildContext
-
-    block = cfg.matcher
-    return registry.create(
-        ComponentKind.MATCHER,
-        block.plugin if block else "numpy",
-        block.options if block else {},
-        BuildContext(registry=registry, app_config=cfg),
-        path="matcher",
-    )
+    return _component(cfg, registry, "matcher", "numpy")
 
 
-def _gallery_of(db: Any, model: str) -> tuple[list[str], Any]:
-    """User ids and (n, dim) float32 embeddings of one model's enrolments in ``db``."""
+def _galleries(db: Any) -> dict[str, tuple[list[str], Any]]:
+    """Per model, user ids and (n, dim) float32 embeddings of ``db``'s enrolments, read in
+    one pass."""
     import numpy as np
 
-    ids: list[str] = []
-    blocks = []
+    ids: dict[str, list[str]] = {}
+    blocks: dict[str, list[Any]] = {}
     for m, block_ids, block in db.iter_embedding_blocks(5000):
-        if m == model:
-            ids += block_ids
-            blocks.append(block)
-    return ids, (np.concatenate(blocks) if blocks else np.empty((0, 0), np.float32))
+        ids.setdefault(m, []).extend(block_ids)
+        blocks.setdefault(m, []).append(block)
+    return {m: (ids[m], np.concatenate(blocks[m])) for m in ids}
 
 
 @main.command()
@@ -362,7 +350,7 @@ def enroll(
         if not allow_similar:
             # the device's own decision: would this face be taken for someone else?
             matcher = _matcher(cfg, registry)
-            ids, rows = _gallery_of(db, embedder.model_name)
+            ids, rows = _galleries(db).get(embedder.model_name, ([], None))
             others = [i for i, u in enumerate(ids) if u != user_id]
             matcher.replace_gallery(
                 embedder.model_name,
@@ -526,7 +514,7 @@ def sync(config_file: Path, progress: bool | None) -> None:
         bar.update(done - bar.n)
 
     # the models this device runs: a page with anything else is refused whole, as in fr-edge run
-    _, embedder, _ = _face_models(cfg, registry)
+    embedder = _component(cfg, registry, "embedder", "sface")
     manager = SyncManager(db, transport, models={embedder.model_name: embedder.dim})
     try:
         manager.check_enrolments()
@@ -569,10 +557,13 @@ def _config_or_default(config_file: Path | None, target_far: float | None) -> Ap
     from fr_core.config import default_config
 
     cfg = load_config(config_file) if config_file is not None else default_config()
-    if target_far is not None:
-        rec = cfg.recognition.model_copy(update={"target_far": target_far})
-        cfg = cfg.model_copy(update={"recognition": rec})
-    return cfg
+    return cfg if target_far is None else _with_policy(cfg, target_far, cfg.match_threshold)
+
+
+def _with_policy(cfg: AppConfig, target_far: float, match_threshold: float | None) -> AppConfig:
+    """``cfg`` with another decision policy (recognition.target_far, match_threshold)."""
+    rec = cfg.recognition.model_copy(update={"target_far": target_far})
+    return cfg.model_copy(update={"recognition": rec, "match_threshold": match_threshold})
 
 
 @main.command()
@@ -677,9 +668,7 @@ def evaluate(
     def make_matcher(pol: DecisionPolicy | None) -> Any:
         if pol is None or pol == policy:
             return _matcher(cfg, registry)
-        rec = cfg.recognition.model_copy(update={"target_far": pol.target_far})
-        other = cfg.model_copy(update={"match_threshold": pol.match_threshold, "recognition": rec})
-        return _matcher(other, registry)
+        return _matcher(_with_policy(cfg, pol.target_far, pol.match_threshold), registry)
 
     report = ev.evaluate(
         photos,
@@ -760,14 +749,14 @@ def calibrate(
         from fr_core.decision import read_gallery_file
 
         galleries = read_gallery_file(gallery_file)
+        registry = build_registry()
     else:
         assert config_file is not None
-        _, _, db = _open_db(config_file, must_exist=True)
+        _, registry, db = _open_db(config_file, must_exist=True)
         try:
-            galleries = {m: _gallery_of(db, m) for m in sorted(db.count_enrollments())}
+            galleries = dict(sorted(_galleries(db).items()))
         finally:
             db.close()
-    registry = build_registry()
     report = {
         model: calibrate_report(model, ids, rows, _matcher(cfg, registry), policy)
         for model, (ids, rows) in galleries.items()
