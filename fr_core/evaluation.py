@@ -367,11 +367,7 @@ def _combos(idx: Sequence[int], rng: np.random.Generator) -> list[tuple[int, ...
 def det_curve(outcomes: Sequence[Outcome], points: int = 200) -> dict[str, list[float]]:
     """False-accept rate of strangers' photos against false-reject rate of probes (not the
     right person at or above the threshold) as the threshold sweeps."""
-    gen = [
-        (t, s)
-        for o in outcomes
-        for t, s in zip([x[0] for x in o.genuine_top], [x[1] for x in o.genuine_top], strict=True)
-    ]
+    gen = [top for o in outcomes for top in o.genuine_top]
     truth = [w for o in outcomes for w in o.genuine_truth]
     right = np.array([s if t == w else -np.inf for (t, s), w in zip(gen, truth, strict=True)])
     stranger = np.array([s for o in outcomes for s in o.stranger_top])
@@ -467,12 +463,9 @@ def _pooled(outs: Sequence[Outcome]) -> dict[str, Any]:
     summaries = [o.summary() for o in outs]
     total: dict[str, Any] = {}
     for key in summaries[0]:
-        if key == "operating_point":
-            continue
-        values = [s[key] for s in summaries]
-        if key.endswith("_rate"):
-            continue
-        total[key] = sum(values)
+        if key == "operating_point" or key.endswith("_rate"):
+            continue  # rates are recomputed from the pooled counts below
+        total[key] = sum(s[key] for s in summaries)
     for key, of in (
         ("right_person", "probes"),
         ("wrong_employee", "probes"),
@@ -524,18 +517,10 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
             "o",
             color=line.get_color(),
         )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("strangers' photos accepted as an employee (false-accept rate)")
     ax.set_ylabel("probes not accepted as the right person")
     ax.set_title(f"DET, {report['model']}: dots = operating point in force")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = folder / "det.png"
-    fig.savefig(path)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save_log_log(plt, fig, ax, folder / "det.png"))
 
     rows = [sc for sc in report["scenarios"] if sc["policy"]["strangers"]]
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=110)
@@ -560,19 +545,23 @@ def write_plots(report: dict[str, Any], folder: Path) -> list[Path]:
             label=f"measured, fixed cosine {1 - mt:.3f}",
         )
     ax.axhline(100 * report["policy"]["target_far"], color="grey", lw=0.8, ls=":", label="target")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
     ax.set_xlabel("enrolled identities (gallery size)")
     ax.set_ylabel("strangers' photos accepted as an employee (%)")
     ax.set_title("False accepts against gallery size")
+    written.append(_save_log_log(plt, fig, ax, folder / "false_accepts.png"))
+    return written
+
+
+def _save_log_log(plt: Any, fig: Any, ax: Any, path: Path) -> Path:
+    """Both axes logarithmic, a grid and a legend; written to ``path`` and closed."""
+    ax.set_xscale("log")
+    ax.set_yscale("log")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = folder / "false_accepts.png"
     fig.savefig(path)
     plt.close(fig)
-    written.append(path)
-    return written
+    return path
 
 
 def table(report: dict[str, Any]) -> str:

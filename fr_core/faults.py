@@ -85,7 +85,6 @@ class EventSpool:
         self._queue: deque[Any] = deque()
         self._qlock = threading.Lock()
         self._sink_lock = threading.Lock()
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

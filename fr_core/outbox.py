@@ -314,7 +314,6 @@ class _LeaseKeeper:
         self.db, self.lease, self.held = db, lease_seconds, held
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.renewals = 0
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fr-outbox-lease", daemon=True)
@@ -339,6 +338,5 @@ class _LeaseKeeper:
                 continue
             try:
                 self.db.outbox_renew(ids, self.lease)
-                self.renewals += 1
             except Exception as exc:  # the next renewal may work; the lease is 3x the wait
                 log.warning("renewing the leases of %d events failed: %s", len(ids), exc)

@@ -178,9 +178,7 @@ class SyncManager:
         galleries: dict[str, tuple[list[str], np.ndarray | None]] = {m: ([], None) for m in counts}
         unusable: dict[str, int] = {}
         for model, ids_block, block in self.db.iter_embedding_blocks(batch=5000):
-            why = self._unusable_reason(model, block.shape[1])
-            if why is not None:
-                unusable[why] = unusable.get(why, 0) + len(ids_block)
+            if not self._usable(model, block, len(ids_block), unusable):
                 galleries.pop(model, None)
                 continue
             if model not in galleries:
@@ -205,11 +203,16 @@ class SyncManager:
             self.matcher.replace_gallery(model, [], np.empty((0, 1), np.float32))
         self._found_unusable(unusable)
 
-    def _unusable_reason(self, model: str, dim: int) -> str | None:
+    def _usable(self, model: str, block: np.ndarray, rows: int, unusable: dict[str, int]) -> bool:
+        """Whether this device runs ``model`` with ``block``'s dimension; if not, the
+        ``rows`` are counted in ``unusable`` under the reason."""
+        dim = block.shape[1]
         if self.models is None or self.models.get(model) == dim:
-            return None
+            return True
         runs = ", ".join(f"{m}: {d}" for m, d in sorted(self.models.items()))
-        return f"{model} with {dim} values (this device runs {runs})"
+        why = f"{model} with {dim} values (this device runs {runs})"
+        unusable[why] = unusable.get(why, 0) + rows
+        return False
 
     def _found_unusable(self, unusable: dict[str, int]) -> None:
         self.unusable = unusable
@@ -227,9 +230,7 @@ class SyncManager:
         resync. What ``load_matcher`` does too, for a manager without a matcher."""
         unusable: dict[str, int] = {}
         for model, ids_block, block in self.db.iter_embedding_blocks(batch=5000):
-            why = self._unusable_reason(model, block.shape[1])
-            if why is not None:
-                unusable[why] = unusable.get(why, 0) + len(ids_block)
+            self._usable(model, block, len(ids_block), unusable)
         self._found_unusable(unusable)
         return unusable
 

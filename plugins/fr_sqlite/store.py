@@ -724,16 +724,9 @@ class SqliteStorage:
         if not force and life - self._life_saved < 5.0:
             return
         self._life_saved = life
-        for name, value in (
-            ("life_ms", int(life * 1000)),
-            ("life_boot", boot_number(self.clock.boot_id())),
-            ("life_mono_ms", int(self.clock.mono() * 1000)),
-        ):
-            done = conn.execute(
-                update(s.counters).where(s.counters.c.name == name).values(value=value)
-            )
-            if done.rowcount == 0:
-                conn.execute(insert(s.counters).values(name=name, value=value))
+        self._set_counter(conn, "life_ms", int(life * 1000))
+        self._set_counter(conn, "life_boot", boot_number(self.clock.boot_id()))
+        self._set_counter(conn, "life_mono_ms", int(self.clock.mono() * 1000))
 
     def clock_status(self) -> dict[str, Any]:
         """For heartbeats: whether the wall clock is synchronised, and the lifetime clock."""
@@ -745,13 +738,16 @@ class SqliteStorage:
     def _counter(self, conn: Connection, name: str, delta: int) -> None:
         if delta == 0:
             return
-        done = conn.execute(
-            update(s.counters)
-            .where(s.counters.c.name == name)
-            .values(value=s.counters.c.value + delta)
-        )
+        self._upsert_counter(conn, name, s.counters.c.value + delta, delta)
+
+    def _set_counter(self, conn: Connection, name: str, value: int) -> None:
+        self._upsert_counter(conn, name, value, value)
+
+    @staticmethod
+    def _upsert_counter(conn: Connection, name: str, new: Any, initial: int) -> None:
+        done = conn.execute(update(s.counters).where(s.counters.c.name == name).values(value=new))
         if done.rowcount == 0:
-            conn.execute(insert(s.counters).values(name=name, value=delta))
+            conn.execute(insert(s.counters).values(name=name, value=initial))
 
     def _counters(self, conn: Connection) -> dict[str, int]:
         return {
