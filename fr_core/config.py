@@ -54,11 +54,22 @@ class ComponentConfig(BaseModel):
     """A component chosen by plugin name; the other keys are that plugin's options.
 
     Written as ``{"plugin": "sim", "fps": 10}`` or, without options, as the bare name ``"sim"``.
+    ``fallback`` names what runs instead when the component cannot start (docs/config.md).
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
     plugin: str = Field(min_length=1, description="registered name of the component")
+    fallback: str | None = Field(
+        None,
+        min_length=1,
+        description="if it cannot start: 'cpu' (the CPU counterpart its plugin declares, e.g. "
+        "yunet for yunet_trt) or the registered name of another component of the same kind",
+    )
+    fallback_options: dict[str, Any] | None = Field(
+        None,
+        description="the fallback's options; default: those of this block it accepts",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -479,6 +490,14 @@ def validate_components(
             validated[path] = registry.validate_options(kind, block.plugin, block.options, path)
         except ConfigError as exc:
             problems.extend(exc.problems or [(f"{path}.plugin", str(exc))])
+        if block.fallback is not None:
+            try:
+                name, options = registry.fallback_of(kind, block, path)
+                validated[f"{path}.fallback"] = registry.validate_options(
+                    kind, name, options, f"{path}.fallback"
+                )
+            except ConfigError as exc:
+                problems.extend(exc.problems or [(f"{path}.fallback", str(exc))])
     if problems:
         lines = "\n".join(f"  {p}: {m}" for p, m in problems)
         where = f"{source}: " if source else ""

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from fr_core.config import AppConfig
+from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind, ReadStatus
 
 SEVERITY = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
@@ -96,11 +97,20 @@ def check_components(cfg: AppConfig, registry: Any) -> list[Check]:
             continue
 
         def build(path: str = path, kind: ComponentKind = kind, block: Any = block) -> Any:
-            comp = registry.create(kind, block.plugin, block.options, ctx, path=path)
+            status, detail = "ok", f"{block.plugin} loaded"
+            try:
+                comp = registry.create(kind, block.plugin, block.options, ctx, path=path)
+            except FrEdgeError as exc:
+                if block.fallback is None:
+                    raise
+                name, options = registry.fallback_of(kind, block, path)
+                comp = registry.create(kind, name, options, ctx, path=f"{path}.fallback")
+                status = "warn"
+                detail = f"{block.plugin} cannot start ({exc}); its fallback {name} loaded"
             close = getattr(comp, "close", None)
             if callable(close):
                 close()
-            return "ok", f"{block.plugin} loaded"
+            return status, detail
 
         out.append(_timed(f"model {path}", build))
     if not out:

@@ -97,6 +97,8 @@ class Engine:
         self.max_reopen_backoff = max_reopen_backoff
         self.stats = EngineStats()
         self.components: dict[str, Any] = {}
+        # components running in place of the configured one: path -> configured, running, why
+        self.fallbacks: dict[str, dict[str, str]] = {}
         self._stop = threading.Event()
         self._started = False
         self._handler_time: dict[str, list[float]] = {}
@@ -115,9 +117,7 @@ class Engine:
         ctx = BuildContext(registry=self.registry, app_config=self.config)
         try:
             for path, kind, block in self.config.components():
-                self.components[path] = self.registry.create(
-                    kind, block.plugin, self._options[path], ctx, path=path
-                )
+                self.components[path] = self._create(ctx, path, kind, block)
             self.camera.open()
         except BaseException:
             self._close_components()
@@ -127,8 +127,39 @@ class Engine:
         self.registry.pm.hook.fr_engine_started(engine=self)
         log.info(
             "engine started: %s",
-            ", ".join(f"{p}={b.plugin}" for p, _, b in self.config.components()),
+            ", ".join(
+                f"{p}={self.fallbacks[p]['running'] if p in self.fallbacks else b.plugin}"
+                for p, _, b in self.config.components()
+            ),
         )
+
+    def _create(self, ctx: BuildContext, path: str, kind: ComponentKind, block: Any) -> Any:
+        """Build one component; if it cannot start and its block names a ``fallback``, build
+        that instead, say so loudly and keep it in :attr:`fallbacks` (heartbeats, metrics)."""
+        try:
+            return self.registry.create(kind, block.plugin, self._options[path], ctx, path=path)
+        except FrEdgeError as exc:
+            if block.fallback is None:
+                raise
+            name, _ = self.registry.fallback_of(kind, block, path)
+            reason = str(exc)
+            log.error(
+                "%s: %s %r cannot start (%s); running %r instead (fallback)",
+                path,
+                kind.value,
+                block.plugin,
+                reason,
+                name,
+            )
+            component = self.registry.create(
+                kind, name, self._options[f"{path}.fallback"], ctx, path=f"{path}.fallback"
+            )
+            self.fallbacks[path] = {
+                "configured": block.plugin,
+                "running": name,
+                "reason": reason[:500],
+            }
+            return component
 
     @property
     def camera(self) -> Any:

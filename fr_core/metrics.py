@@ -86,6 +86,14 @@ class RunnerCollector:
             dropped.add_metric([reason], n)
         yield dropped
         yield gauge("events_pending", "events waiting in memory for the outbox", s.events_pending)
+        fallback = GaugeMetricFamily(
+            "fredge_component_fallback",
+            "1 for a component running in place of the configured one (it could not start)",
+            labels=["component", "configured", "running"],
+        )
+        for path, f in list(r.engine.fallbacks.items()):
+            fallback.add_metric([path, f["configured"], f["running"]], 1)
+        yield fallback
         stage = GaugeMetricFamily(
             "fredge_stage_latency_ms", "mean time per frame of each stage", labels=["stage"]
         )

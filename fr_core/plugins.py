@@ -50,6 +50,7 @@ class RegisterCallback(Protocol):
         *,
         unavailable: str | None = None,
         description: str = "",
+        cpu_fallback: str | None = None,
     ) -> None: ...
 
 
@@ -75,6 +76,7 @@ class Registration:
     distribution: str | None
     unavailable: str | None = None
     description: str = ""
+    cpu_fallback: str | None = None  # what ``fallback: cpu`` runs instead of it
 
 
 @dataclass(frozen=True)
@@ -217,6 +219,7 @@ class Registry:
             *,
             unavailable: str | None = None,
             description: str = "",
+            cpu_fallback: str | None = None,
         ) -> None:
             if not isinstance(name, str) or not name.strip():
                 raise PluginError(
@@ -240,7 +243,15 @@ class Registry:
                     f" and by plugin {plugin_name!r}; disable one with {DISABLE_ENV}"
                 )
             self._items[kind][name] = Registration(
-                kind, name, factory, config_model, plugin_name, dist, unavailable, description
+                kind,
+                name,
+                factory,
+                config_model,
+                plugin_name,
+                dist,
+                unavailable,
+                description,
+                cpu_fallback,
             )
 
         try:
@@ -289,6 +300,35 @@ class Registry:
         if self.pm.disabled:
             msg += f". Disabled by {DISABLE_ENV}: {', '.join(self.pm.disabled)}"
         return msg
+
+    def fallback_of(
+        self, kind: ComponentKind, block: Any, path: str = ""
+    ) -> tuple[str, dict[str, Any]]:
+        """The component (name, options) that runs when ``block``'s cannot start: ``fallback:
+        cpu`` is the CPU counterpart its registration declares; options default to those of
+        the block the fallback's config model has."""
+        where = f"{path}.fallback" if path else "fallback"
+
+        def refuse(msg: str) -> ConfigError:
+            return ConfigError(f"{where}: {msg}", [(where, msg)])
+
+        name = block.fallback
+        if name == "cpu":
+            name = self.get(kind, block.plugin).cpu_fallback
+            if name is None:
+                raise refuse(
+                    f"{kind.value} {block.plugin!r} declares no CPU counterpart; name the "
+                    f"fallback (available: {', '.join(self.names(kind))})"
+                )
+        if name == block.plugin:
+            raise refuse(f"{name!r} cannot be its own fallback")
+        if name not in self._items[kind]:
+            raise refuse(self._unknown_message(kind, name))
+        if block.fallback_options is not None:
+            return name, dict(block.fallback_options)
+        model = self.get(kind, name).config_model
+        fields = set(model.model_fields) if model is not None else set()
+        return name, {k: v for k, v in block.options.items() if k in fields}
 
     def validate_options(
         self, kind: ComponentKind, name: str, options: Mapping[str, Any], path: str = ""

@@ -187,6 +187,8 @@ class DeviceRunner:
                 for k, v in (vars(self.stage.stats) if self.stage else {}).items()
             },
             "operating_point": self.operating_point_report(),
+            # components running in place of the configured one (fallback: cpu), and why
+            "fallbacks": {p: dict(f) for p, f in self.engine.fallbacks.items()},
             # is the wall clock synchronised? (leases, retries and ages do not depend on it)
             "clock": self.db.clock_status(),
             "telemetry": telemetry.sample() if telemetry is not None else {},

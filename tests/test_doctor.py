@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -85,3 +86,31 @@ def test_doctor_names_what_fails(tmp_path, monkeypatch):
     assert lines["broker"].startswith("FAIL")
     assert lines["gallery"].startswith("WARN") and "no database yet" in lines["gallery"]
     assert out.output.rstrip().endswith("doctor: fail")
+
+
+def test_doctor_warns_of_a_model_running_on_its_fallback(tmp_path, monkeypatch):
+    """The Jetson config (TensorRT with fallback: cpu) where TensorRT cannot start: a WARN
+    naming both and why, not a FAIL; without a fallback it is a FAIL."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT starts here")
+    monkeypatch.setenv("FR_API_KEY", DOCTOR_KEY)
+    with ReferenceBroker(tmp_path / "broker", api_key=DOCTOR_KEY) as ref:
+        path = config(
+            tmp_path,
+            ref.url,
+            ref.ca_path,
+            detector={"plugin": "yunet_trt", "fallback": "cpu"},
+            embedder="sface_trt",
+        )
+        out = CliRunner().invoke(main, ["doctor", "--config", str(path), "--json"])
+    by = {c["name"]: c for c in json.loads(out.output)["checks"]}
+    detector, embedder = by["model detector"], by["model embedder"]
+    assert detector["status"] == "warn", detector
+    assert (
+        "yunet_trt cannot start" in detector["detail"]
+        and "fallback yunet loaded" in (detector["detail"])
+    )
+    assert embedder["status"] == "fail" and "TensorRT is not installed" in embedder["detail"]
+    assert out.exit_code == 1

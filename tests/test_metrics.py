@@ -4,6 +4,7 @@ Hamilton clip, and the heartbeat's live figures."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import threading
 import time
 
@@ -49,7 +50,8 @@ def scraped(fr_data, tmp_path_factory):
                 "fps": 30,
                 "source": str(fr_data / "faces" / "short_hamilton_clip.mp4"),
             },
-            detector="yunet",
+            # the Jetson config: without TensorRT here, the CPU detector runs instead
+            detector={"plugin": "yunet_trt", "fallback": "cpu"},
             embedder="sface",
             matcher="numpy",
             telemetry="sim",
@@ -91,6 +93,11 @@ def test_metrics_are_served_while_running(scraped):
     assert ("fredge_telemetry", (("figure", "cpu_temp_c"),)) in last
     assert last[("fredge_frames_dropped_total", ())] >= 0
     assert last[("fredge_events_pending", ())] == 0
+    fallback = (("component", "detector"), ("configured", "yunet_trt"), ("running", "yunet"))
+    if importlib.util.find_spec("tensorrt") is None:
+        assert last[("fredge_component_fallback", fallback)] == 1
+    else:
+        assert ("fredge_component_fallback", fallback) not in last
     # the operating point in force for the one enrolment (SFace's verification floor)
     assert last[("fredge_gallery_size", (("model", "SFace"),))] == 1
     threshold = last[("fredge_decision_threshold", (("model", "SFace"),))]

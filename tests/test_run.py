@@ -1,8 +1,12 @@
 """`fr-edge run`: the main job end to end on the real video, to the reference broker over
 real HTTPS: Miranda's facial_id event arrives with a JPEG of his face under 50 KB; nobody
-else is reported; the heartbeat carries the figures."""
+else is reported; the heartbeat carries the figures. The config is the one docs/jetson.md
+recommends (TensorRT components with ``fallback: cpu``): without TensorRT here, the CPU
+components run instead, and the log, the heartbeats and the metrics say so."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import cv2
 import yaml
@@ -39,12 +43,19 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
                 "fps": 0,
                 "source": str(fr_data / "faces" / "short_hamilton_clip.mp4"),
             },
-            "detector": "yunet",
-            "embedder": "sface",
+            "detector": {"plugin": "yunet_trt", "fallback": "cpu", "score_threshold": 0.6},
+            "embedder": {"plugin": "sface_trt", "fallback": "cpu", "precision": "fp16"},
             "matcher": "numpy",
             "transport": {"plugin": "https", "ca_bundle": str(ref.ca_path)},
             "telemetry": "sim",
-            "analyzers": [{"plugin": "emotion", "cache_dir": str(tmp_path / "models")}],
+            "analyzers": [
+                {
+                    "plugin": "emotion_trt",
+                    "fallback": "cpu",
+                    "cache_dir": str(tmp_path / "engines"),
+                    "fallback_options": {"cache_dir": str(tmp_path / "models")},
+                }
+            ],
         }
         path = tmp_path / "device.yaml"
         path.write_text(yaml.safe_dump(cfg))
@@ -76,6 +87,19 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
     assert point["confusable_pairs"] == 0  # Miranda and Lacamoire are far apart
     assert point["confusable_max_similarity"] is None
     assert KEY not in out.output
+    # TensorRT components with fallback: cpu: here (no TensorRT) the CPU ones ran, and said so
+    trt_here = importlib.util.find_spec("tensorrt") is not None
+    fallbacks = beats[-1]["fallbacks"]
+    if trt_here:
+        assert fallbacks == {}
+    else:
+        assert {p: (f["configured"], f["running"]) for p, f in fallbacks.items()} == {
+            "detector": ("yunet_trt", "yunet"),
+            "embedder": ("sface_trt", "sface"),
+            "analyzers.0": ("emotion_trt", "emotion"),
+        }
+        assert "TensorRT is not installed" in fallbacks["detector"]["reason"]
+        assert "running 'yunet' instead (fallback)" in out.output
 
 
 def test_run_needs_recognition_components(tmp_path):

@@ -53,6 +53,7 @@ def fr_register_detectors(register: Any) -> None:
         build,
         YuNetTrtConfig,
         unavailable=unavailable_reason(),
+        cpu_fallback="yunet",
         description="YuNet as a TensorRT engine (Jetson)",
     )
 
@@ -71,6 +72,7 @@ def fr_register_embedders(register: Any) -> None:
         build,
         TrtConfig,
         unavailable=unavailable_reason(),
+        cpu_fallback="sface",
         description="SFace as a TensorRT engine (Jetson), embeddings compatible with sface",
     )
 
@@ -89,5 +91,6 @@ def fr_register_analyzers(register: Any) -> None:
         build,
         EmotionTrtConfig,
         unavailable=unavailable_reason(),
+        cpu_fallback="emotion",
         description="the emotion model as a TensorRT engine (Jetson)",
     )

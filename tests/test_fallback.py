@@ -1,0 +1,92 @@
+"""``fallback``: a component that cannot start is replaced by the one its block names, loudly
+(issue 13, item 5). Here TensorRT is absent, so the TensorRT components cannot start: that
+is the case a Jetson meets when an engine cannot be built. The whole run (log, heartbeats,
+metrics) is checked in tests/test_run.py and tests/test_metrics.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import pytest
+
+from fr_core.config import default_config
+from fr_core.engine import Engine
+from fr_core.errors import ComponentUnavailableError, ConfigError
+from fr_core.plugins import build_registry
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("tensorrt") is not None, reason="TensorRT starts here"
+)
+REGISTRY = build_registry()
+
+
+def engine(**blocks):
+    cfg = default_config(camera={"plugin": "sim", "frames": 3, "width": 64, "height": 48}, **blocks)
+    return Engine(cfg, REGISTRY)
+
+
+def test_the_cpu_counterpart_runs_with_the_options_it_shares(caplog):
+    eng = engine(
+        detector={
+            "plugin": "yunet_trt",
+            "fallback": "cpu",
+            "score_threshold": 0.7,
+            "precision": "fp32",
+            "workspace_mb": 64,
+        },
+    )
+    with caplog.at_level(logging.ERROR), eng:
+        detector = eng.components["detector"]
+        assert type(detector).__name__ == "YuNetDetector"
+        assert detector.config.score_threshold == 0.7  # shared; precision/workspace dropped
+        assert eng.fallbacks["detector"]["configured"] == "yunet_trt"
+        assert eng.fallbacks["detector"]["running"] == "yunet"
+        assert "TensorRT is not installed" in eng.fallbacks["detector"]["reason"]
+    assert "detector: detector 'yunet_trt' cannot start" in caplog.text
+    assert "running 'yunet' instead (fallback)" in caplog.text
+
+
+def test_a_named_fallback_with_its_own_options():
+    eng = engine(
+        embedder={"plugin": "sface_trt", "fallback": "sface", "fallback_options": {}},
+    )
+    with eng:
+        assert type(eng.components["embedder"]).__name__ == "SFaceEmbedder"
+        assert eng.fallbacks["embedder"]["running"] == "sface"
+
+
+def test_without_a_fallback_the_start_fails_and_says_why():
+    eng = engine(detector="yunet_trt")
+    with pytest.raises(ComponentUnavailableError, match=r"yunet_trt.*TensorRT is not installed"):
+        eng.start()
+    assert eng.fallbacks == {}
+
+
+@pytest.mark.parametrize(
+    ("blocks", "message"),
+    [
+        (
+            {"telemetry": {"plugin": "sim", "fallback": "cpu"}},
+            r"telemetry\.fallback: telemetry 'sim' declares no CPU counterpart",
+        ),
+        (
+            {"detector": {"plugin": "yunet_trt", "fallback": "nope"}},
+            r"detector\.fallback: unknown detector 'nope'; available: .*yunet",
+        ),
+        ({"detector": {"plugin": "yunet", "fallback": "yunet"}}, "cannot be its own fallback"),
+        (
+            {
+                "detector": {
+                    "plugin": "yunet_trt",
+                    "fallback": "cpu",
+                    "fallback_options": {"score_threshold": 2},
+                }
+            },
+            r"detector\.fallback\.score_threshold",
+        ),
+    ],
+)
+def test_a_bad_fallback_is_a_config_error_before_anything_starts(blocks, message):
+    with pytest.raises(ConfigError, match=message):
+        engine(**blocks)
