@@ -154,6 +154,70 @@ def plugins(as_json: bool) -> None:
         click.echo(f"\ndisabled by {DISABLE_ENV}: {', '.join(registry.pm.disabled)}")
 
 
+# --- models -------------------------------------------------------------------------------
+
+
+def _declared_models() -> list[Any]:
+    registry = build_registry()
+    return [m for batch in registry.pm.hook.fr_model_files() for m in (batch or [])]
+
+
+@main.group()
+def models() -> None:
+    """Model files no package ships (liveness weights): list them, fetch them."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--to",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model cache to look in (default: ~/.cache/fr-edge/models; $FR_EDGE_CACHE moves it).",
+)
+def models_list(as_json: bool, root: Path | None) -> None:
+    """Every model file the installed plugins declare: present and verified, or why not."""
+    from fr_core import modelfiles
+
+    rows = modelfiles.status(_declared_models(), root)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("(no plugin declares model files)")
+    for r in rows:
+        click.echo(f"{r['group']}/{r['name']}  {r['size']:,} bytes  {r['state']}  {r['path']}")
+    if any(r["state"] != "verified" for r in rows):
+        sys.exit(1)
+
+
+@models.command("fetch")
+@click.argument("names", nargs=-1)
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Copy the files from this folder (offline installation) instead of downloading.",
+)
+@click.option(
+    "--to",
+    "root",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model cache to fill (default: ~/.cache/fr-edge/models; $FR_EDGE_CACHE moves it).",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bars (default: on a tty).")
+def models_fetch(
+    names: tuple[str, ...], source: Path | None, root: Path | None, progress: bool | None
+) -> None:
+    """Download (or copy with --from) the named groups or files, all by default, into the
+    model cache, each checked against its pinned SHA-256 and size before it appears there."""
+    from fr_core import modelfiles
+
+    chosen = modelfiles.select(_declared_models(), names)
+    shown = sys.stderr.isatty() if progress is None else progress
+    modelfiles.fetch(chosen, source=source, root=root, progress=shown, say=click.echo)
+
+
 # --- config -------------------------------------------------------------------------------
 
 

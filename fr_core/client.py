@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fr_core.config import API_KEY_ENV
 from fr_core.errors import FrEdgeError, TransportProtocolError, TransportUnavailable
-from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
+from fr_core.events import AnyEvent, parse_event
 from fr_core.logsetup import register_secret
 from fr_core.outbox import OutboxWorker
 from fr_core.storage import DatabaseManager
@@ -225,7 +225,7 @@ class IoTClient:
 
     def _prepare(
         self, event: Any, image: np.ndarray | None, face_bbox: Sequence[float] | None
-    ) -> FacialIdEvent | EmotionEvent | None:
+    ) -> AnyEvent | None:
         from fr_core.imaging import compress_image_for_event
 
         ev = parse_event(dict(event) if isinstance(event, Mapping) else event.to_dict())

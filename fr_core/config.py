@@ -129,6 +129,12 @@ class RecognitionSettings(BaseModel):
         description="a track is decided on the mean of its last N embeddings, not one frame "
         "(1: every frame alone)",
     )
+    attack_events: bool = Field(
+        False,
+        description="with a liveness analyzer: report each face judged a presentation attack "
+        "as a presentation_attack event with its face image (counted in heartbeats either "
+        "way; docs/liveness.md)",
+    )
     iou_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="least box overlap that continues a track"
     )

@@ -34,14 +34,14 @@ from pydantic import ValidationError
 
 from fr_core.config import AppConfig, validate_components
 from fr_core.errors import FrEdgeError
-from fr_core.events import EmotionEvent, FacialIdEvent, parse_event
+from fr_core.events import AnyEvent, parse_event
 from fr_core.faults import EventSpool, RateLimitedLog
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
 from fr_core.plugins import BuildContext, Registry
 
 log = logging.getLogger(__name__)
 
-Event = FacialIdEvent | EmotionEvent
+Event = AnyEvent
 FrameHandler = Callable[["Engine", FrameResult], None]
 EventSink = Callable[[Event], None]
 

@@ -1,4 +1,5 @@
-"""Event payloads: ``facial_id`` and ``emotion``, exactly as the original module's README.
+"""Event payloads: ``facial_id`` and ``emotion``, exactly as the original module's README, and
+fr-edge's ``presentation_attack`` (a face judged a photo or a screen; docs/events.md).
 
 * ``event_id`` is ``<code>-<epoch milliseconds>-<6 lowercase hex>``: ``EV1-...`` for facial_id,
   ``EV2.<n>-...`` for emotions (codes in :data:`EMOTION_CODES`).
@@ -40,10 +41,12 @@ EMOTION_CODES: dict[str, str] = {
     "neutral": "EV2.7",
 }
 EMOTION_BY_CODE = {v: k for k, v in EMOTION_CODES.items()}
+ATTACK_CODE = "EV3"  # fr-edge's own: the original module has EV1 and EV2.x only
 
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 FACIAL_ID_PATTERN = r"^EV1-\d{13}-[0-9a-f]{6}$"
 EMOTION_ID_PATTERN = r"^EV2\.[1-7]-\d{13}-[0-9a-f]{6}$"
+ATTACK_ID_PATTERN = r"^EV3-\d{13}-[0-9a-f]{6}$"
 USER_ID_PATTERN = r"^[^\x00-\x1f\x7f]{1,128}$"
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 
@@ -281,11 +284,62 @@ class EmotionEvent(_Event):
         )
 
 
-Event = Annotated[FacialIdEvent | EmotionEvent, Field(discriminator="event_type")]
-_EVENT_ADAPTER: TypeAdapter[FacialIdEvent | EmotionEvent] = TypeAdapter(Event)
+class PresentationAttackMetadata(_Metadata):
+    liveness_score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
+    threshold: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
+    frames: int = Field(ge=1, description="frames whose liveness scores were fused")
 
 
-def parse_event(data: dict[str, Any] | str | bytes) -> FacialIdEvent | EmotionEvent:
+class PresentationAttackEvent(_Event):
+    """A face that matched an employee but was judged a presentation attack (a printed
+    photo, a screen): no facial_id event was sent for it. ``claimed_user_id`` is the
+    employee the face matched (whom the attack impersonated)."""
+
+    event_id: str = Field(pattern=ATTACK_ID_PATTERN)
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    claimed_user_id: str | None = Field(pattern=USER_ID_PATTERN)
+    event_type: Literal["presentation_attack"] = "presentation_attack"
+    timestamp: str = Field(pattern=TIMESTAMP_PATTERN)
+    confidence: float = Field(
+        ge=0.0, le=1.0, allow_inf_nan=False, description="1 - the live score: how sure"
+    )
+    image: str | None = Field(None, max_length=MAX_IMAGE_BASE64, json_schema_extra=_IMAGE_SCHEMA)
+    metadata: PresentationAttackMetadata
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        device_id: str,
+        claimed_user_id: str | None,
+        liveness_score: float,
+        threshold: float,
+        frames: int,
+        when: datetime | None = None,
+        image: str | None = None,
+    ) -> PresentationAttackEvent:
+        when = when or utc_now()
+        return cls(
+            event_id=new_event_id(ATTACK_CODE, when),
+            device_id=device_id,
+            claimed_user_id=claimed_user_id,
+            timestamp=format_timestamp(when),
+            confidence=round(1.0 - float(liveness_score), 3),
+            image=image,
+            metadata=PresentationAttackMetadata(
+                liveness_score=round(float(liveness_score), 4),
+                threshold=float(threshold),
+                frames=int(frames),
+            ),
+        )
+
+
+AnyEvent = FacialIdEvent | EmotionEvent | PresentationAttackEvent
+Event = Annotated[AnyEvent, Field(discriminator="event_type")]
+_EVENT_ADAPTER: TypeAdapter[AnyEvent] = TypeAdapter(Event)
+
+
+def parse_event(data: dict[str, Any] | str | bytes) -> AnyEvent:
     """Validate a payload (dict or JSON text) into the right event model."""
     if isinstance(data, (str, bytes)):
         return _EVENT_ADAPTER.validate_json(data)
@@ -295,7 +349,11 @@ def parse_event(data: dict[str, Any] | str | bytes) -> FacialIdEvent | EmotionEv
 def event_json_schemas() -> dict[str, dict[str, Any]]:
     """JSON Schemas of the wire payloads, as published in docs/schemas/."""
     out = {}
-    for name, model in (("facial_id", FacialIdEvent), ("emotion", EmotionEvent)):
+    for name, model in (
+        ("facial_id", FacialIdEvent),
+        ("emotion", EmotionEvent),
+        ("presentation_attack", PresentationAttackEvent),
+    ):
         schema = model.model_json_schema(mode="serialization")
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         schema["$id"] = f"https://fr-edge.dev/schemas/v1/{name}.schema.json"

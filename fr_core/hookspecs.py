@@ -24,7 +24,8 @@ import pluggy
 
 if TYPE_CHECKING:
     from fr_core.engine import Engine
-    from fr_core.events import EmotionEvent, FacialIdEvent
+    from fr_core.events import AnyEvent
+    from fr_core.modelfiles import ModelFile
     from fr_core.plugins import RegisterCallback
 
 PROJECT_NAME = "fr_core"
@@ -95,9 +96,15 @@ def fr_engine_stopping(engine: Engine) -> None:
 
 
 @hookspec
-def fr_event_before_queue(
-    event: FacialIdEvent | EmotionEvent, engine: Engine | None
-) -> bool | None:
+def fr_model_files() -> list[ModelFile]:
+    """The model files this plugin needs that no package ships (weights fetched from their
+    original repository): each with its group, pinned URL, SHA-256 and size. ``fr-edge
+    models list`` and ``fr-edge models fetch`` work on the union of all plugins' lists."""
+    return []
+
+
+@hookspec
+def fr_event_before_queue(event: AnyEvent, engine: Engine | None) -> bool | None:
     """Called for every event just before it is written to the outbox.
 
     An implementation may enrich the event by changing ``event.metadata`` in place (the core

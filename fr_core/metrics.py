@@ -109,6 +109,7 @@ class RunnerCollector:
                 ("detect", rec.detect_ms, rec.frames),
                 ("embed", rec.embed_ms, rec.embeddings),
                 ("analyze", rec.analyze_ms, rec.analyses),
+                ("liveness", rec.liveness_ms, rec.liveness_checks),
             ):
                 if n:
                     steps.add_metric([step], total / n)
@@ -118,7 +119,16 @@ class RunnerCollector:
             events = CounterMetricFamily("fredge_events", "events queued", labels=["type"])
             events.add_metric(["facial_id"], rec.events)
             events.add_metric(["emotion"], rec.emotion_events)
+            events.add_metric(["presentation_attack"], rec.attack_events)
             yield events
+            liveness = CounterMetricFamily(
+                "fredge_liveness_decisions",
+                "confirmed tracks decided by the liveness check, by verdict",
+                labels=["verdict"],
+            )
+            liveness.add_metric(["live"], rec.live)
+            liveness.add_metric(["attack"], rec.attacks)
+            yield liveness
         yield from self._operating_points(GaugeMetricFamily)
         box = r.client.stats()
         yield gauge("outbox_queue_depth", "events waiting in the outbox", box.get("queued"))

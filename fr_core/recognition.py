@@ -6,6 +6,14 @@ skipped. A track already recognised is not embedded every frame: its identity is
 until ``reembed_every`` frames have passed. Tracks that end are forgotten by the validator at
 once.
 
+With a liveness analyzer (one whose ``gates_identity`` is true, e.g. fr_cpu's ``liveness``),
+a track that matches an employee is scored on each frame that goes to confirm it (never on a
+track already decided, nor while that employee's cooldown runs); when the EventValidator
+confirms it, the mean score over those frames decides: at or above the analyzer's threshold
+the facial_id event goes out, below it the track is an attack for the rest of its life (no
+event, the validator's cooldown withdrawn, ``attacks`` counted, and with ``attack_events`` a
+``presentation_attack`` event with the face's image). docs/liveness.md.
+
 With an emotion analyzer, each recognised face (and, if configured, each unrecognised one)
 is analysed every ``analyze_every_n_frames`` processed frames; :mod:`fr_core.emotions` turns
 the analyses into emotion events when an emotion persists.
@@ -21,7 +29,7 @@ from typing import Any
 from fr_core.decision import fuse, identify
 from fr_core.emotions import EmotionPersistence
 from fr_core.errors import FrEdgeError
-from fr_core.events import EmotionEvent
+from fr_core.events import EmotionEvent, PresentationAttackEvent
 from fr_core.imaging import compress_image_for_event
 from fr_core.interfaces import Detection, FrameResult
 from fr_core.tracker import IouTracker
@@ -53,9 +61,14 @@ class RecognitionStats:
     events: int = 0
     analyses: int = 0
     emotion_events: int = 0
+    liveness_checks: int = 0  # faces scored by the liveness analyzer
+    live: int = 0  # confirmed tracks judged live (their facial_id event went out)
+    attacks: int = 0  # confirmed tracks judged presentation attacks (no facial_id event)
+    attack_events: int = 0  # presentation_attack events queued
     detect_ms: float = 0.0
     embed_ms: float = 0.0
     analyze_ms: float = 0.0
+    liveness_ms: float = 0.0
 
 
 class RecognitionStage:
@@ -75,6 +88,8 @@ class RecognitionStage:
         emotion_analyzer: Any = None,
         emotions: EmotionPersistence | None = None,
         fusion_frames: int = 5,
+        liveness: Any = None,
+        attack_events: bool = False,
     ) -> None:
         self.detector, self.embedder, self.matcher = detector, embedder, matcher
         self.validator = validator
@@ -89,6 +104,8 @@ class RecognitionStage:
         if fusion_frames < 1:
             raise ValueError("fusion_frames must be >= 1")
         self.fusion_frames = fusion_frames
+        self.liveness = liveness
+        self.attack_events = attack_events
         self.stats = RecognitionStats()
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
@@ -148,14 +165,31 @@ class RecognitionStage:
                 track.user_id, track.distance, track.embedded_frame = user, distance, fid
             if track.user_id is not None:
                 self.stats.recognised += 1
+            claimed = track.user_id
+            if self.liveness is not None:
+                if track.liveness == "attack":
+                    claimed = None  # an attack confirms nobody for the rest of the track
+                elif (
+                    claimed is not None
+                    and track.liveness is None
+                    and not self.validator.in_cooldown(claimed)
+                ):
+                    self._score_liveness(frame, track)
             event = self.validator.process_recognition(
                 track.id,
-                track.user_id,
+                claimed,
                 min(max(track.distance, 0.0), 2.0),
                 fid,
                 inference_ms=(t1 - t0) * 1000 + spent,
                 match_threshold=track.threshold_distance,
             )
+            undecided = self.liveness is not None and track.liveness is None
+            if (
+                event is not None
+                and undecided
+                and not self._judge_liveness(engine, frame, track, event)
+            ):
+                event = None
             if event is not None:
                 track.confirmed = True
                 event.image = compress_image_for_event(frame, self.image_target_kb, track.bbox)
@@ -163,6 +197,48 @@ class RecognitionStage:
                     self.stats.events += 1
             if self.emotion_analyzer is not None:
                 self._emotion(engine, frame, track, fid, result.timestamp)
+
+    def _score_liveness(self, frame: Any, track: Any) -> None:
+        t0 = time.perf_counter()
+        result = self.liveness.analyze(frame, track.detection)
+        self.stats.liveness_ms += (time.perf_counter() - t0) * 1000
+        self.stats.liveness_checks += 1
+        track.live_scores.append(float(result.score))
+        del track.live_scores[: -self.validator.confirmation_frames]
+
+    def _judge_liveness(self, engine: Any, frame: Any, track: Any, event: Any) -> bool:
+        """Decide a track the validator just confirmed: True if live (send its event)."""
+        if not track.live_scores:
+            self._score_liveness(frame, track)
+        score = sum(track.live_scores) / len(track.live_scores)
+        threshold = float(self.liveness.threshold)
+        if score >= threshold:
+            track.liveness = "live"
+            self.stats.live += 1
+            return True
+        track.liveness = "attack"
+        self.stats.attacks += 1
+        self.validator.withdraw(event.user_id)
+        log.warning(
+            "presentation attack refused: track %s, live score %.3f < %.3f over %d frames; "
+            "no facial_id event",
+            track.id,
+            score,
+            threshold,
+            len(track.live_scores),
+        )
+        if self.attack_events:
+            attack = PresentationAttackEvent.create(
+                device_id=self.validator.device_id,
+                claimed_user_id=event.user_id,
+                liveness_score=score,
+                threshold=threshold,
+                frames=len(track.live_scores),
+                image=compress_image_for_event(frame, self.image_target_kb, track.bbox),
+            )
+            if self._queue(engine, attack, track):
+                self.stats.attack_events += 1
+        return False
 
     def _emotion(self, engine: Any, frame: Any, track: Any, fid: int, when: float) -> None:
         assert self.emotions is not None

@@ -105,13 +105,21 @@ class DeviceRunner:
             if kind is ComponentKind.ANALYZER
         ]
         emotion = next((a for a in analyzers if getattr(a, "name", None) == "emotion"), None)
+        gates = [a for a in analyzers if getattr(a, "gates_identity", False)]
+        if len(gates) > 1:
+            raise ConfigError(
+                f"{len(gates)} liveness analyzers configured: one decides a track's liveness"
+            )
+        liveness = gates[0] if gates else None
         for a in analyzers:
-            if a is not emotion:
+            if a is not emotion and a is not liveness:
                 log.warning(
-                    "analyzer %r is built but only an 'emotion' analyzer produces events; "
-                    "a plugin can use the others through its hooks",
+                    "analyzer %r is built but only 'emotion' and liveness analyzers are used "
+                    "by the recognition stage; a plugin can use the others through its hooks",
                     getattr(a, "name", type(a).__name__),
                 )
+        if liveness is None:
+            log.info("no liveness analyzer: a photo held to the camera is not detected")
         self.stage = RecognitionStage(
             detector,
             embedder,
@@ -129,6 +137,8 @@ class DeviceRunner:
             emotion_analyzer=emotion,
             emotions=EmotionPersistence(cfg.emotions) if emotion is not None else None,
             fusion_frames=rec.fusion_frames,
+            liveness=liveness,
+            attack_events=rec.attack_events,
         )
         self.engine.handlers.append(self.stage)
         if self.preview is not None:

@@ -46,6 +46,8 @@ class Track:
     labels: dict[str, float] = field(default_factory=dict)
     threshold_distance: float | None = None  # operating point of the last decision
     embeddings: deque[Any] = field(default_factory=deque)  # the last ones, for fusion
+    live_scores: list[float] = field(default_factory=list)  # liveness while being confirmed
+    liveness: str | None = None  # "live" or "attack" once decided
 
     @property
     def bbox(self) -> tuple[float, float, float, float]:

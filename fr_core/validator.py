@@ -194,6 +194,14 @@ class EventValidator:
         with self._lock:
             self._tracks.pop(str(track_id), None)
 
+    def withdraw(self, user_id: str) -> None:
+        """Undo the cooldown the last event of ``user_id`` started: that event was not sent
+        (the liveness check judged the face an attack), so the employee's own arrival must
+        not wait out a cooldown it caused. An event is only returned when no cooldown ran,
+        so removing the entry restores the state before it."""
+        with self._lock:
+            self._last_event.pop(user_id, None)
+
     def reset(self) -> None:
         with self._lock:
             self._tracks.clear()

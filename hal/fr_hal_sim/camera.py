@@ -61,6 +61,14 @@ class SimCameraConfig(BaseModel):
     width: int = Field(640, ge=16, le=7680, description="test scene width")
     height: int = Field(360, ge=16, le=4320, description="test scene height")
     frames: int = Field(300, ge=1, le=10_000_000, description="test scene length in frames")
+    noise: float = Field(
+        0.0,
+        ge=0.0,
+        le=64.0,
+        description="sensor noise: Gaussian, this standard deviation in grey levels, added to "
+        "every frame (a still image repeated then differs frame to frame, as on a camera)",
+    )
+    seed: int = Field(0, ge=0, description="seed of the noise")
     script: list[ScriptStep] = Field(default_factory=list, description="scripted faults")
 
     @field_validator("source")
@@ -225,6 +233,7 @@ class SimCamera:
         self._stall_until = 0.0
         self._failed = None
         self._ended = False
+        self._noise = np.random.default_rng(self.config.seed)
         self.opens += 1
 
     def read(self, timeout: float) -> FrameResult:
@@ -271,6 +280,9 @@ class SimCamera:
         self._next += 1
         if corrupt:
             frame = np.full((2, 2), np.nan, np.float64)
+        elif self.config.noise > 0:
+            grain = self._noise.normal(0.0, self.config.noise, frame.shape)
+            frame = np.clip(frame + grain, 0, 255).astype(np.uint8)
         return FrameResult(ReadStatus.FRAME, frame, idx, self._media_t0 + idx / self._media_fps)
 
     def close(self) -> None:

