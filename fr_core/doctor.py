@@ -86,8 +86,9 @@ def check_versions() -> tuple[str, str]:
     return status, "; ".join(parts)
 
 
-def check_components(cfg: AppConfig, registry: Any) -> list[Check]:
-    """Load each configured model (for TensorRT: build or load its engine), timed."""
+def check_components(cfg: AppConfig, registry: Any, gating: list[str] | None = None) -> list[Check]:
+    """Load each configured model (for TensorRT: build or load its engine), timed. The
+    paths of analyzers that gate identity events (liveness) are appended to ``gating``."""
     from fr_core.plugins import BuildContext
 
     ctx = BuildContext(registry=registry, app_config=cfg)
@@ -107,6 +108,8 @@ def check_components(cfg: AppConfig, registry: Any) -> list[Check]:
                 comp = registry.create(kind, name, options, ctx, path=f"{path}.fallback")
                 status = "warn"
                 detail = f"{block.plugin} cannot start ({exc}); its fallback {name} loaded"
+            if gating is not None and getattr(comp, "gates_identity", False):
+                gating.append(path)
             close = getattr(comp, "close", None)
             if callable(close):
                 close()
@@ -235,21 +238,30 @@ def check_gallery(cfg: AppConfig, registry: Any) -> tuple[str, str]:
     return "ok", ", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) + f" (version {version})"
 
 
+def check_liveness(cfg: AppConfig, gating: list[str]) -> tuple[str, str]:
+    if gating:
+        return "ok", f"{', '.join(gating)} decides liveness before identity events"
+    analyzers = [b.plugin for _, k, b in cfg.components() if k is ComponentKind.ANALYZER]
+    loaded = f" (analyzers: {', '.join(analyzers)})" if analyzers else ""
+    return (
+        "warn",
+        f"no liveness analyzer loaded{loaded}: a photo held to the camera is not detected; "
+        "add {plugin: liveness} to analyzers (docs/liveness.md)",
+    )
+
+
 def run_checks(cfg: AppConfig, registry: Any, camera_seconds: float = 5.0) -> list[Check]:
+    gating: list[str] = []
     checks = [
         _timed("platform", check_platform),
         _timed("versions", check_versions),
-        *check_components(cfg, registry),
+        *check_components(cfg, registry, gating),
         _timed("camera", lambda: check_camera(cfg, registry, camera_seconds)),
         _timed("clock", lambda: check_clock(cfg)),
         _timed("data folder", lambda: check_data_folder(cfg)),
         _timed("broker", lambda: check_broker(cfg, registry)),
         _timed("gallery", lambda: check_gallery(cfg, registry)),
-        Check(
-            "liveness model",
-            "skip",
-            "no liveness analyzer exists yet (issue 14): nothing to check",
-        ),
+        _timed("liveness", lambda: check_liveness(cfg, gating)),
     ]
     return checks
 

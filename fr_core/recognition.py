@@ -8,11 +8,13 @@ once.
 
 With a liveness analyzer (one whose ``gates_identity`` is true, e.g. fr_cpu's ``liveness``),
 a track that matches an employee is scored on each frame that goes to confirm it (never on a
-track already decided, nor while that employee's cooldown runs); when the EventValidator
-confirms it, the mean score over those frames decides: at or above the analyzer's threshold
-the facial_id event goes out, below it the track is an attack for the rest of its life (no
-event, the validator's cooldown withdrawn, ``attacks`` counted, and with ``attack_events`` a
-``presentation_attack`` event with the face's image). docs/liveness.md.
+track already decided, nor while that employee's cooldown runs, nor on a face smaller than the
+analyzer's ``min_face_size``); when the EventValidator confirms it, the mean score over those
+frames decides (no frame big enough: the event waits and the track is confirmed again
+later): at or above the analyzer's threshold the facial_id event goes out, below it the
+track is an attack for the rest of its life (no event, the validator's cooldown withdrawn,
+``attacks`` counted, and with ``attack_events`` a ``presentation_attack`` event with the
+face's image). docs/liveness.md.
 
 With an emotion analyzer, each recognised face (and, if configured, each unrecognised one)
 is analysed every ``analyze_every_n_frames`` processed frames; :mod:`fr_core.emotions` turns
@@ -65,6 +67,7 @@ class RecognitionStats:
     live: int = 0  # confirmed tracks judged live (their facial_id event went out)
     attacks: int = 0  # confirmed tracks judged presentation attacks (no facial_id event)
     attack_events: int = 0  # presentation_attack events queued
+    liveness_deferred: int = 0  # confirmations held: no face big enough to judge yet
     detect_ms: float = 0.0
     embed_ms: float = 0.0
     analyze_ms: float = 0.0
@@ -199,6 +202,8 @@ class RecognitionStage:
                 self._emotion(engine, frame, track, fid, result.timestamp)
 
     def _score_liveness(self, frame: Any, track: Any) -> None:
+        if min(track.bbox[2], track.bbox[3]) < getattr(self.liveness, "min_face_size", 0.0):
+            return  # too small to judge: the decision waits for a nearer face
         t0 = time.perf_counter()
         result = self.liveness.analyze(frame, track.detection)
         self.stats.liveness_ms += (time.perf_counter() - t0) * 1000
@@ -210,6 +215,10 @@ class RecognitionStage:
         """Decide a track the validator just confirmed: True if live (send its event)."""
         if not track.live_scores:
             self._score_liveness(frame, track)
+        if not track.live_scores:  # never big enough to judge: hold the event, decide later
+            self.validator.withdraw(event.user_id)
+            self.stats.liveness_deferred += 1
+            return False
         score = sum(track.live_scores) / len(track.live_scores)
         threshold = float(self.liveness.threshold)
         if score >= threshold:

@@ -58,3 +58,18 @@ def large_frames(data: Path, min_width: int = 1280) -> list[tuple[str, np.ndarra
         if img.shape[1] >= min_width:
             out.append((p.name, img))
     return out
+
+
+HAMILTON_CAST = (("EMP-MIRANDA", "lin-manuel-miranda.png"), ("EMP-LACAMOIRE", "alex-lacamoire.png"))
+
+
+def hamilton_gallery(detector, embedder, data: Path) -> tuple[list[str], np.ndarray]:
+    """Miranda and Lacamoire enrolled from their portraits (the Hamilton clip's cast): ids
+    and embeddings of the largest face of each, with the given models."""
+    ids, rows = [], []
+    for uid, photo in HAMILTON_CAST:
+        img = cv2.imread(str(data / "faces" / photo))
+        face = max(detector.detect(img), key=lambda d: d.bbox[2] * d.bbox[3])
+        ids.append(uid)
+        rows.append(embedder.embed(img, face))
+    return ids, np.stack(rows)

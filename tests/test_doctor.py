@@ -58,11 +58,12 @@ def test_doctor_passes_a_working_device(tmp_path, monkeypatch):
         "gallery",
     ):
         assert by[name]["status"] == "ok", (name, by[name])
+    assert report["status"] == "warn"  # no liveness: the device works, but look at it
     assert "3 frames, 160 x 120" in by["camera"]["detail"]
     assert "credentials accepted" in by["broker"]["detail"]
     assert "SFace: 1" in by["gallery"]["detail"]
     assert "against the broker's Date" in by["clock"]["detail"]
-    assert by["liveness model"]["status"] == "skip"  # says what it could not check
+    assert by["liveness"]["status"] == "warn" and "no liveness analyzer" in by["liveness"]["detail"]
     assert DOCTOR_KEY not in out.output
 
 
@@ -114,3 +115,31 @@ def test_doctor_warns_of_a_model_running_on_its_fallback(tmp_path, monkeypatch):
     )
     assert embedder["status"] == "fail" and "TensorRT is not installed" in embedder["detail"]
     assert out.exit_code == 1
+
+
+def test_doctor_checks_the_liveness_model(tmp_path, monkeypatch, fr_models):
+    """With the liveness analyzer configured: its models load (ok) and the liveness check
+    names it; with its model files missing, the model check fails with the fetch command."""
+    monkeypatch.setenv("FR_API_KEY", DOCTOR_KEY)
+    monkeypatch.setenv("FR_EDGE_CACHE", str(tmp_path / "cache"))
+    with ReferenceBroker(tmp_path / "broker", api_key=DOCTOR_KEY) as ref:
+        good = config(
+            tmp_path,
+            ref.url,
+            ref.ca_path,
+            analyzers=[{"plugin": "liveness", "model_dir": str(fr_models / "minifasnet")}],
+        )
+        by = {
+            c["name"]: c
+            for c in json.loads(
+                CliRunner().invoke(main, ["doctor", "--config", str(good), "--json"]).output
+            )["checks"]
+        }
+        assert by["model analyzers.0"]["status"] == "ok"
+        assert by["liveness"]["status"] == "ok" and "analyzers.0" in by["liveness"]["detail"]
+        missing = config(tmp_path, ref.url, ref.ca_path, analyzers=["liveness"])
+        out = CliRunner().invoke(main, ["doctor", "--config", str(missing), "--json"])
+    by = {c["name"]: c for c in json.loads(out.output)["checks"]}
+    assert by["model analyzers.0"]["status"] == "fail"
+    assert "fr-edge models fetch minifasnet" in by["model analyzers.0"]["detail"]
+    assert by["liveness"]["status"] == "warn" and out.exit_code == 1

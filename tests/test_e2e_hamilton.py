@@ -1,9 +1,10 @@
 """End to end on the real video: the simulated camera replays the Hamilton clip through the
 engine with the CPU models; Miranda and Lacamoire are enrolled from their portraits.
 
-Run twice: with the default decision (threshold calibrated from recognition.target_far for
-the gallery, tracks decided on fused embeddings) and with the original module's fixed
-match_threshold 0.637 set explicitly."""
+Run three times: with the default decision (threshold calibrated from recognition.target_far
+for the gallery, tracks decided on fused embeddings), with the original module's fixed
+match_threshold 0.637 set explicitly, and with the liveness check on (the clip is a broadcast
+recording of live people: the check lets Miranda's track through, docs/liveness.md)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,19 @@ from fr_core.recognition import RecognitionStage
 FPS = 29.97
 
 
-@pytest.fixture(scope="module", params=["calibrated", "fixed-0.637"])
-def run(fr_data, request):
+@pytest.fixture(scope="module", params=["calibrated", "fixed-0.637", "liveness"])
+def run(fr_data, fr_models, request, tmp_path_factory):
+    liveness = None
+    if request.param == "liveness":
+        from fr_cpu.liveness import LivenessAnalyzer, LivenessConfig
+
+        liveness = LivenessAnalyzer(
+            LivenessConfig(
+                model_dir=fr_models / "minifasnet",
+                onnx_cache_dir=tmp_path_factory.mktemp("onnx"),
+            )
+        )
+
     def go(cooldown):
         registry = build_registry()
         detector = registry.create(ComponentKind.DETECTOR, "yunet")
@@ -51,6 +63,7 @@ def run(fr_data, request):
             matcher,
             validator,
             on_event=lambda e, t: got.append((e, t.id, t.first_frame, clock["t"])),
+            liveness=liveness,
         )
 
         def video_clock(engine, result):  # cooldowns in video time, not wall time
@@ -85,6 +98,9 @@ def test_miranda_is_recognised_and_nobody_else(run):
     assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR) is not None
     assert event.confidence > 0.5 and event.metadata.frames_tracked >= 5
     assert stats.embeddings < stats.faces  # confirmed tracks were not embedded every frame
+    if stats.liveness_checks:  # the liveness run: scored only while confirming, and live
+        assert stats.live == 1 and stats.attacks == 0
+        assert stats.liveness_checks < stats.faces / 10
 
 
 def test_cooldown_and_the_audience_member(run):

@@ -93,6 +93,8 @@ def test_metrics_are_served_while_running(scraped):
     assert ("fredge_telemetry", (("figure", "cpu_temp_c"),)) in last
     assert last[("fredge_frames_dropped_total", ())] >= 0
     assert last[("fredge_events_pending", ())] == 0
+    # no liveness analyzer in this config: its decisions are there, at zero
+    assert last[("fredge_liveness_decisions_total", (("verdict", "attack"),))] == 0
     fallback = (("component", "detector"), ("configured", "yunet_trt"), ("running", "yunet"))
     if importlib.util.find_spec("tensorrt") is None:
         assert last[("fredge_component_fallback", fallback)] == 1

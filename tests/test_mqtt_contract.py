@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from fr_core import DatabaseManager, FacialIdEvent, SyncManager
-from fr_core.events import event_json_schemas
+from fr_core.events import PresentationAttackEvent, event_json_schemas
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
 from fr_core.testing import require, wait_for
@@ -80,7 +80,14 @@ def test_traffic_matches_the_topic_table(tmp_path):
         ev = FacialIdEvent.create(
             device_id="cam-001", user_id="EMP-1", distance=0.3, frames_tracked=5
         ).to_dict()
-        t.send_events([ev])
+        attack = PresentationAttackEvent.create(
+            device_id="cam-001",
+            claimed_user_id="EMP-2",
+            liveness_score=0.12,
+            threshold=0.6,
+            frames=5,
+        ).to_dict()
+        t.send_events([ev, attack])
         t.send_heartbeat({"device_id": "cam-001", "fps": 8.0})
         with DatabaseManager(str(tmp_path / "d.db")) as db:
             assert SyncManager(db, t, page_size=3).sync_now().ok
@@ -88,6 +95,9 @@ def test_traffic_matches_the_topic_table(tmp_path):
         t.stop()
         assert wait_for(lambda: any(s[0].endswith("/status") and b"offline" in s[3] for s in seen))
         spy.loop_stop()
+        # both event types reached the broker's ledger through the bridge
+        types = [e["event_type"] for e in broker.store.ledger()]
+        assert types == ["facial_id", "presentation_attack"]
     kinds = set()
     for topic, qos, retained, payload in seen:
         matches = [row for row in table if row[0].match(topic)]

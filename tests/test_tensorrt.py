@@ -489,3 +489,33 @@ def test_a_refused_model_or_a_failed_build_names_model_release_and_reason(cache,
     trt = simulated_trt(version, build_error="out of memory building layer Conv_12")()
     with pytest.raises(EngineError, match=rf"no TensorRT {version} engine .*out of memory"):
         TrtModel(graph, SimGpu(), cache_dir=cache, trt=trt, progress=False)
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_liveness_engines_score_as_the_cpu_analyzer(cache, fr_models, version, tmp_path):
+    """liveness_trt: the MiniFASNet ONNX translations pass the static check for both
+    releases, and the engines (simulated) give the CPU analyzer's scores and verdicts on the
+    authors' samples."""
+    import onnx as onnx_lib
+    from fr_cpu.liveness import LivenessAnalyzer, LivenessConfig, onnx_files
+    from fr_tensorrt import compat
+    from fr_tensorrt.models import LivenessTrt, LivenessTrtConfig
+    from fr_tensorrt.simulated import simulated_trt
+
+    folder = fr_models / "minifasnet"
+    cpu_cfg = LivenessConfig(model_dir=folder, onnx_cache_dir=tmp_path / "onnx")
+    for path, _ in onnx_files(cpu_cfg):
+        shapes = {"input": (1, 3, 80, 80)}
+        assert compat.refusals(onnx_lib.load(str(path)), version, shapes) == []
+    cpu = LivenessAnalyzer(cpu_cfg)
+    trt = LivenessTrt(
+        LivenessTrtConfig(model_dir=folder, onnx_cache_dir=tmp_path / "onnx", cache_dir=cache),
+        SimGpu(),
+        simulated_trt(version, fast_fp16=True)(),
+    )
+    det = YuNetDetector(YuNetConfig())
+    for name in ("image_F1.jpg", "image_F2.jpg", "image_T1.jpg"):
+        image = cv2.imread(str(folder / "samples" / name))
+        face = max(det.detect(image), key=lambda d: d.bbox[2] * d.bbox[3])
+        a, b = cpu.analyze(image, face), trt.analyze(image, face)
+        assert a.label == b.label and abs(a.score - b.score) < 1e-4, name

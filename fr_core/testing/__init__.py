@@ -42,6 +42,16 @@ def shared_data_dir(start: Path | None = None) -> Path | None:
     return None
 
 
+def shared_models_dir(start: Path | None = None) -> Path | None:
+    """The shared model files (MiniFASNet...): ``$FR_TEST_MODELS``, else ``models`` beside
+    the shared data folder."""
+    env = os.environ.get("FR_TEST_MODELS")
+    if env:
+        return Path(env)
+    data = shared_data_dir(start)
+    return data.parent / "models" if data is not None else None
+
+
 def wait_for(cond: Callable[[], object], timeout: float = 20.0, poll: float = 0.02) -> bool:
     """Poll ``cond`` until it is true or ``timeout`` seconds pass; True if it became true.
     Tests wait on conditions with a deadline instead of sleeping a fixed time."""

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fr_core.plugins import PluginManager, Registry, get_plugin_manager
-from fr_core.testing import require, shared_data_dir
+from fr_core.testing import require, shared_data_dir, shared_models_dir
 
 
 @pytest.fixture
@@ -45,6 +45,19 @@ def fr_add_plugin(fr_plugin_manager: PluginManager) -> Iterator[Callable[..., Re
     for name in added:
         fr_plugin_manager.unregister(name=name)
         assert fr_plugin_manager.get_plugin(name) is None, f"plugin {name} still registered"
+
+
+@pytest.fixture(scope="session")
+def fr_models(request: pytest.FixtureRequest) -> Path:
+    """The shared model files (../shared/models; $FR_TEST_MODELS): the MiniFASNet
+    checkpoints tests use instead of downloading them."""
+    path = shared_models_dir(Path(str(request.config.rootpath)))
+    require(
+        path is not None and (path / "minifasnet").is_dir(),
+        "shared model files not found: set FR_TEST_MODELS or place them at ../shared/models",
+    )
+    assert path is not None
+    return path
 
 
 @pytest.fixture(scope="session")

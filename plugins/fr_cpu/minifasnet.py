@@ -35,7 +35,7 @@ from fr_core.files import atomic_write
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
-CONVERTER_VERSION = "1"  # part of the converted file's cache key
+CONVERTER_VERSION = "2"  # part of the converted file's cache key
 BN_EPS = 1e-5  # PyTorch's BatchNorm default, which the source models use
 INPUT_SIDE = 80
 LIVE_CLASS = 1
@@ -245,7 +245,13 @@ def _fold(state: dict[str, np.ndarray], bn: str) -> tuple[np.ndarray, np.ndarray
 def to_onnx(state: dict[str, np.ndarray], name: str = "minifasnet") -> bytes:
     """The ONNX graph (opset 13) of the network in ``state``: input ``input`` 1x3x80x80,
     output ``probs`` 1x3 (softmax)."""
-    from onnx import TensorProto, helper, numpy_helper
+    try:
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError:
+        raise CheckpointError(
+            "translating the MiniFASNet checkpoints to ONNX needs the onnx package: "
+            "pip install 'fr-edge[emotion]' (or onnx)"
+        ) from None
 
     nodes: list[Any] = []
     inits: list[Any] = []
@@ -293,9 +299,13 @@ def to_onnx(state: dict[str, np.ndarray], name: str = "minifasnet") -> bytes:
             s2, b2 = _fold(state, f"{p}.bn2")
             fc1, fc2 = state[f"{p}.fc1.weight"], state[f"{p}.fc2.weight"]
             g = node("GlobalAveragePool", [x])
-            g = node("Conv", [g, const(fc1 * s1[:, None, None, None], "w"), const(b1, "b")])
+            w1, w2 = (
+                const(fc1 * s1[:, None, None, None], "w"),
+                const(fc2 * s2[:, None, None, None], "w"),
+            )
+            g = node("Conv", [g, w1, const(b1, "b")], kernel_shape=[1, 1])  # OpenCV 4.8 needs it
             g = node("Relu", [g])
-            g = node("Conv", [g, const(fc2 * s2[:, None, None, None], "w"), const(b2, "b")])
+            g = node("Conv", [g, w2, const(b2, "b")], kernel_shape=[1, 1])
             x = node("Mul", [x, node("Sigmoid", [g])])
         else:  # head: flatten, linear + BatchNorm1d folded, (dropout), linear, softmax
             x = node("Flatten", [x], axis=1)

@@ -39,58 +39,47 @@ def _accelerator(ctx: Any) -> Any:
     return ctx.registry.create(ComponentKind.ACCELERATOR, block.plugin, block.options)
 
 
-@hookimpl
-def fr_register_detectors(register: Any) -> None:
-    from fr_tensorrt.models import YuNetTrtConfig
+def _register(register: Any, name: str, component: str, config: str, cpu: str, what: str) -> None:
+    """Register ``name``, built as ``fr_tensorrt.models.<component>`` from ``<config>`` on
+    the configured accelerator, with ``cpu`` as its ``fallback: cpu``."""
+    from fr_tensorrt import models
 
     def build(cfg: Any, ctx: Any) -> Any:
-        from fr_tensorrt.models import YuNetTrt
-
-        return YuNetTrt(cfg, _accelerator(ctx))
+        return getattr(models, component)(cfg, _accelerator(ctx))
 
     register(
-        "yunet_trt",
+        name,
         build,
-        YuNetTrtConfig,
+        getattr(models, config),
         unavailable=unavailable_reason(),
-        cpu_fallback="yunet",
-        description="YuNet as a TensorRT engine (Jetson)",
+        cpu_fallback=cpu,
+        description=what,
     )
+
+
+@hookimpl
+def fr_register_detectors(register: Any) -> None:
+    _register(
+        register, "yunet_trt", "YuNetTrt", "YuNetTrtConfig", "yunet",
+        "YuNet as a TensorRT engine (Jetson)",
+    )  # fmt: skip
 
 
 @hookimpl
 def fr_register_embedders(register: Any) -> None:
-    from fr_tensorrt.models import TrtConfig
-
-    def build(cfg: Any, ctx: Any) -> Any:
-        from fr_tensorrt.models import SFaceTrt
-
-        return SFaceTrt(cfg, _accelerator(ctx))
-
-    register(
-        "sface_trt",
-        build,
-        TrtConfig,
-        unavailable=unavailable_reason(),
-        cpu_fallback="sface",
-        description="SFace as a TensorRT engine (Jetson), embeddings compatible with sface",
-    )
+    _register(
+        register, "sface_trt", "SFaceTrt", "TrtConfig", "sface",
+        "SFace as a TensorRT engine (Jetson), embeddings compatible with sface",
+    )  # fmt: skip
 
 
 @hookimpl
 def fr_register_analyzers(register: Any) -> None:
-    from fr_tensorrt.models import EmotionTrtConfig
-
-    def build(cfg: Any, ctx: Any) -> Any:
-        from fr_tensorrt.models import EmotionTrt
-
-        return EmotionTrt(cfg, _accelerator(ctx))
-
-    register(
-        "emotion_trt",
-        build,
-        EmotionTrtConfig,
-        unavailable=unavailable_reason(),
-        cpu_fallback="emotion",
-        description="the emotion model as a TensorRT engine (Jetson)",
-    )
+    _register(
+        register, "emotion_trt", "EmotionTrt", "EmotionTrtConfig", "emotion",
+        "the emotion model as a TensorRT engine (Jetson)",
+    )  # fmt: skip
+    _register(
+        register, "liveness_trt", "LivenessTrt", "LivenessTrtConfig", "liveness",
+        "the liveness analyzer's MiniFASNet models as TensorRT engines (Jetson)",
+    )  # fmt: skip

@@ -19,6 +19,7 @@ from fr_cpu import yunet_post
 from fr_cpu.align import align_112
 from fr_cpu.dequant import float_model
 from fr_cpu.emotion import emotion_result, face_input, resolve_emotion_model
+from fr_cpu.liveness import LivenessConfig, liveness_result, onnx_files
 from fr_cpu.models import normalised_embedding, resolve_model, sface_input
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
@@ -135,6 +136,22 @@ class SFaceTrt:
         return normalised_embedding(self.model.infer({"data": blob})[self._output])
 
 
+def _engine(
+    path: Path, accelerator: Any, config: Any, shape: tuple[int, ...], trt: Any
+) -> TrtModel:
+    """An engine for a model whose one input is named ``input``, with the config's
+    precision, cache and workspace."""
+    return TrtModel(
+        path,
+        accelerator,
+        precision=config.precision,
+        shapes={"input": shape},
+        cache_dir=config.cache_dir,
+        workspace_mb=config.workspace_mb,
+        trt=trt,
+    )
+
+
 class EmotionTrtConfig(TrtConfig):
     margin: float = Field(0.1, ge=0.0, le=1.0)
     onnx_cache_dir: Path | None = Field(None, description="where the converted ONNX is kept")
@@ -146,16 +163,40 @@ class EmotionTrt:
     def __init__(self, config: EmotionTrtConfig, accelerator: Any, trt: Any = None) -> None:
         self.config = config
         path = resolve_emotion_model(config.model_path, config.sha256, config.onnx_cache_dir)
-        self.model = TrtModel(
-            path,
-            accelerator,
-            precision=config.precision,
-            shapes={"input": (1, 1, 64, 64)},
-            cache_dir=config.cache_dir,
-            workspace_mb=config.workspace_mb,
-            trt=trt,
-        )
+        self.model = _engine(path, accelerator, config, (1, 1, 64, 64), trt)
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
         probs = self.model.infer({"input": face_input(frame, detection.bbox, self.config.margin)})
         return emotion_result(next(iter(probs.values())))
+
+
+class LivenessTrtConfig(LivenessConfig):
+    precision: Literal["fp16", "fp32"] = Field("fp16", description="as for the other engines")
+    cache_dir: Path | None = Field(None, description="where engines are kept")
+    workspace_mb: int = Field(256, ge=16, le=16384)
+
+
+class LivenessTrt:
+    """The ``liveness`` analyzer's two MiniFASNet models as TensorRT engines, built from the
+    same ONNX translations; the same crops and the same decision (fr_cpu.liveness)."""
+
+    name = "liveness"
+    gates_identity = True
+
+    def __init__(self, config: LivenessTrtConfig, accelerator: Any, trt: Any = None) -> None:
+        self.config = config
+        self.threshold = config.threshold
+        self.min_face_size = config.min_face_size
+        self._models = [
+            (_engine(path, accelerator, config, (1, 3, 80, 80), trt), scale)
+            for path, scale in onnx_files(config)
+        ]
+
+    def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
+        from fr_cpu.minifasnet import crop
+
+        probabilities = [
+            next(iter(model.infer({"input": crop(frame, detection.bbox, scale)}).values()))
+            for model, scale in self._models
+        ]
+        return liveness_result(probabilities, self.threshold)
