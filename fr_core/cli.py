@@ -22,6 +22,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -376,11 +377,9 @@ def enroll(
     least --min-face pixels, sharp enough, and not be recognised as another employee by the
     device's own decision (fr_core.decision) unless --allow-similar is given.
     """
-    import cv2
     import numpy as np
 
     from fr_core.decision import identify
-    from fr_core.recognition import photo_face
     from fr_core.storage import DatabaseManager, DevModeError
 
     cfg = load_config(config_file)
@@ -390,26 +389,14 @@ def enroll(
             "employees are enrolled centrally and reach devices by sync"
         )
     registry = build_registry()
+    from fr_core.enrolment import EnrolmentKit
+
     detector, embedder, detector_name = _face_models(cfg, registry)
-    image, face = photo_face(detector, photo)
-    size = int(min(face.bbox[2], face.bbox[3]))
-    if size < min_face:
-        raise FrEdgeError(
-            f"the face in {photo} is {size} px; at least {min_face} px are needed "
-            "for a reliable enrolment (use a closer or larger photo)"
-        )
-    if hasattr(embedder, "align"):
-        crop = embedder.align(image, face)
-    else:
-        x, y, w, h = (int(v) for v in face.bbox)
-        crop = cv2.resize(image[max(0, y) : y + h, max(0, x) : x + w], (112, 112))
-    sharpness = float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), cv2.CV_64F).var())
-    if sharpness < min_sharpness:
-        raise FrEdgeError(
-            f"the face in {photo} is too blurred (sharpness {sharpness:.0f}, at "
-            f"least {min_sharpness:.0f} needed)"
-        )
-    embedding = embedder.embed(image, face)
+    kit = EnrolmentKit(
+        detector, embedder, detector_name, min_face=min_face, min_sharpness=min_sharpness
+    )
+    record = kit.embed_photo(photo, user_id)  # the central kit's rules and computation
+    embedding, size, sharpness = record.embedding, record.face_px, record.sharpness
     with DatabaseManager.from_config(cfg, registry) as db:
         if not allow_similar:
             # the device's own decision: would this face be taken for someone else?
@@ -440,6 +427,138 @@ def enroll(
         f"enrolled {user_id} ({embedder.model_name}, {embedding.size} values; face "
         f"{size} px, sharpness {sharpness:.0f})"
     )
+
+
+# --- the central side's enrolment kit ------------------------------------------------------
+
+
+def _photo_list(paths: tuple[Path, ...], ids_file: Path | None) -> list[tuple[Path, str | None]]:
+    import csv
+
+    mapping: dict[str, str] = {}
+    if ids_file is not None:
+        with open(ids_file, newline="", encoding="utf-8") as f:
+            for n, row in enumerate(csv.DictReader(f), start=2):
+                if not row.get("photo") or not row.get("user_id"):
+                    raise FrEdgeError(f"{ids_file}:{n}: needs the columns photo and user_id")
+                mapping[Path(row["photo"]).name] = row["user_id"]
+    items: list[tuple[Path, str | None]] = []
+    for p in paths:
+        files = (
+            sorted(x for x in p.iterdir() if x.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+            if p.is_dir()
+            else [p]
+        )
+        items += [(f, mapping.get(f.name)) for f in files]
+    if ids_file is not None:
+        missing = [str(f) for f, uid in items if uid is None]
+        if missing:
+            raise FrEdgeError(f"{ids_file} gives no user_id for {', '.join(missing[:5])}")
+    return items
+
+
+@main.command()
+@click.argument("photos", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A device config: its detector and embedder are used (default: yunet and sface).",
+)
+@click.option(
+    "--ids",
+    "ids_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="CSV with columns photo,user_id (default: each photo's file name without extension).",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True
+)
+@click.option(
+    "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default: stdout)."
+)
+@click.option(
+    "--min-face",
+    type=click.IntRange(min=16),
+    default=80,
+    show_default=True,
+    help="Least face size in pixels (shorter side of the box), as fr-edge enroll.",
+)
+@click.option(
+    "--min-sharpness",
+    type=click.FloatRange(min=0),
+    default=60.0,
+    show_default=True,
+    help="Least sharpness (variance of the Laplacian of the 112 px crop), as fr-edge enroll.",
+)
+@click.option(
+    "--check",
+    "check_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Instead of embedding: check a central-side file of records (JSON lines or .csv) "
+    "against what devices accept.",
+)
+@click.option("--progress/--no-progress", default=None, help="Progress bar (default: on a tty).")
+def embed(
+    photos: tuple[Path, ...],
+    config_file: Path | None,
+    ids_file: Path | None,
+    fmt: str,
+    out: Path | None,
+    min_face: int,
+    min_sharpness: float,
+    check_file: Path | None,
+    progress: bool | None,
+) -> None:
+    """Turn employee photos (files or folders) into sync-ready enrolment records, computed
+    as the devices compute them (docs/central.md); or, with --check, verify a file of records.
+
+    Each photo must show exactly one face, at least --min-face pixels, sharp enough; a refused
+    photo is reported with the reason on stderr and the exit status is 1.
+    """
+    from tqdm import tqdm
+
+    from fr_core import enrolment
+
+    cfg = load_config(config_file) if config_file is not None else None
+    kit = enrolment.EnrolmentKit.from_config(cfg, min_face=min_face, min_sharpness=min_sharpness)
+    if check_file is not None:
+        models = {kit.model: int(kit.embedder.dim)}
+        result = enrolment.check_records(enrolment.read_records(check_file), models)
+        for line, why in result.problems:
+            click.echo(f"{check_file}:{line}: refused: {why}", err=True)
+        for line, why in result.warnings:
+            click.echo(f"{check_file}:{line}: warning: {why}", err=True)
+        click.echo(
+            f"{result.accepted} records devices accept, {len(result.problems)} refused, "
+            f"{len(result.warnings)} warnings ({', '.join(f'{m} {d}' for m, d in models.items())})"
+        )
+        if result.problems:
+            sys.exit(1)
+        return
+    if not photos:
+        raise FrEdgeError("give photos or folders of photos to embed (or --check FILE)")
+    items = _photo_list(photos, ids_file)
+    shown = sys.stderr.isatty() if progress is None else progress
+    refused: list[Any] = []
+
+    def records() -> Iterator[enrolment.EnrolmentRecord]:
+        bar = tqdm(kit.embed_many(items), total=len(items), desc="photos", disable=not shown)
+        for item in bar:
+            if isinstance(item, enrolment.EnrolmentRefused):
+                refused.append(item)
+                click.echo(f"refused {item.photo}: {item.reason}", err=True)
+            else:
+                yield item
+
+    if out is None:
+        n = enrolment.write_records(records(), sys.stdout, fmt)
+    else:
+        with open(out, "w", encoding="utf-8", newline="") as f:
+            n = enrolment.write_records(records(), f, fmt)
+    click.echo(f"{n} records, {len(refused)} photos refused", err=True)
+    if refused:
+        sys.exit(1)
 
 
 # --- status and sync ----------------------------------------------------------------------
@@ -1156,23 +1275,65 @@ def broker_enrol(
         det_name = None
     else:
         assert photo is not None
-        vec, model_name, det_name = _embed_photo(photo, detector, embedder)
+        vec, model_name, det_name = _embed_photo(photo, detector, embedder, user_id)
     version = _store(data_dir).enrol(user_id, vec, model_name, det_name, display_name)
     click.echo(f"enrolled {user_id} ({model_name}, {vec.size} values) as version {version}")
 
 
-def _embed_photo(photo: Path, detector: str, embedder: str) -> tuple[Any, str, str]:
+def _embed_photo(photo: Path, detector: str, embedder: str, user_id: str) -> tuple[Any, str, str]:
+    """The photo embedded by the central kit (fr_core.enrolment: the devices' computation
+    and enrolment rules)."""
+    from fr_core.enrolment import EnrolmentKit
     from fr_core.interfaces import ComponentKind
 
-    try:
-        from fr_core.recognition import photo_face
-    except ImportError:
-        raise FrEdgeError("enrolling from a photo needs OpenCV: pip install fr-edge[cpu]") from None
     registry = build_registry()
-    det = registry.create(ComponentKind.DETECTOR, detector)
-    emb = registry.create(ComponentKind.EMBEDDER, embedder)
-    image, face = photo_face(det, photo)
-    return emb.embed(image, face), emb.model_name, detector
+    kit = EnrolmentKit(
+        registry.create(ComponentKind.DETECTOR, detector),
+        registry.create(ComponentKind.EMBEDDER, embedder),
+        detector,
+    )
+    record = kit.embed_photo(photo, user_id)
+    return record.embedding, record.model, detector
+
+
+@broker.command("import")
+@data_option
+@click.argument("records", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--model-dim",
+    "model_dims",
+    multiple=True,
+    default=("SFace:128",),
+    show_default=True,
+    help="MODEL:DIM the devices accept (repeat for several).",
+)
+def broker_import(data_dir: Path, records: Path, model_dims: tuple[str, ...]) -> None:
+    """Enrol every record of a file `fr-edge embed` wrote (JSON lines or .csv), after checking
+    the whole file as devices would: nothing is enrolled if any record is refused."""
+    from fr_core import enrolment
+    from fr_core.syncpage import decode_embedding
+
+    models: dict[str, int] = {}
+    for item in model_dims:
+        name, _, dim = item.partition(":")
+        if not name or not dim.isdigit():
+            raise click.UsageError(f"--model-dim {item!r}: write MODEL:DIM, e.g. SFace:128")
+        models[name] = int(dim)
+    rows = list(enrolment.read_records(records))
+    result = enrolment.check_records(rows, models)
+    for line, why in result.problems:
+        click.echo(f"{records}:{line}: refused: {why}", err=True)
+    if result.problems:
+        raise FrEdgeError(f"{len(result.problems)} records refused: nothing imported")
+    store = _store(data_dir)
+    version = None
+    for _, record in rows:
+        assert not isinstance(record, str)
+        vec = decode_embedding(str(record["embedding"]), int(record["dim"]))
+        version = store.enrol(
+            str(record["user_id"]), vec, str(record["model"]), record.get("detector")
+        )
+    click.echo(f"imported {result.accepted} enrolments; broker at version {version}")
 
 
 @broker.command("remove")

@@ -23,7 +23,6 @@ import numpy as np
 
 from fr_core.config import default_config
 from fr_core.errors import FrEdgeError
-from fr_core.interfaces import ComponentKind
 from fr_core.plugins import Registry
 from fr_core.preview import check_preview_path
 
@@ -83,7 +82,7 @@ def run_demo(
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
 
-    from fr_core.recognition import photo_face
+    from fr_core.enrolment import EnrolmentKit
     from fr_core.runner import DeviceRunner
     from fr_core.testing.broker import ReferenceBroker
 
@@ -91,19 +90,14 @@ def run_demo(
         check_preview_path(preview)  # before anything starts
     work = Path(workdir or tempfile.mkdtemp(prefix="fr-edge-demo-"))
     people = enrol or [(DEFAULT_ID, sample_portrait())]
-    detector = registry.create(ComponentKind.DETECTOR, "yunet")
-    embedder = registry.create(ComponentKind.EMBEDDER, "sface")
+    kit = EnrolmentKit.from_config(registry=registry)  # the central side's enrolment kit
     key = secrets.token_urlsafe(16)
     with ReferenceBroker(work / "broker", api_key=key) as broker:
         echo(f"reference broker on {broker.url} (TLS, CA {broker.ca_path})")
         for uid, photo in people:
-            img, face = photo_face(detector, photo)
+            record = kit.embed_photo(photo, uid)
             version = broker.store.enrol(
-                uid,
-                embedder.embed(img, face),
-                embedder.model_name,
-                "yunet",
-                display_name=photo.stem,
+                uid, record.embedding, record.model, record.detector, display_name=photo.stem
             )
             echo(f"enrolled {uid} from {photo.name} at the broker (version {version})")
         clip = source or str(make_clip(people[0][1], work / "clip", frames))

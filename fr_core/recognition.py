@@ -30,28 +30,13 @@ from typing import Any
 
 from fr_core.decision import fuse, identify
 from fr_core.emotions import EmotionPersistence
-from fr_core.errors import FrEdgeError
 from fr_core.events import EmotionEvent, PresentationAttackEvent
 from fr_core.imaging import compress_image_for_event
-from fr_core.interfaces import Detection, FrameResult
+from fr_core.interfaces import FrameResult
 from fr_core.tracker import IouTracker
 from fr_core.validator import EventValidator
 
 log = logging.getLogger(__name__)
-
-
-def photo_face(detector: Any, photo: Any) -> tuple[Any, Detection]:
-    """Read an enrolment photo and return it with its one face; a clear FrEdgeError if it
-    is not an image or does not show exactly one face."""
-    import cv2
-
-    image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
-    if image is None:
-        raise FrEdgeError(f"{photo} is not an image OpenCV can read")
-    faces = detector.detect(image)
-    if len(faces) != 1:
-        raise FrEdgeError(f"{photo} must show exactly one face; {len(faces)} found")
-    return image, faces[0]
 
 
 @dataclass
