@@ -906,6 +906,13 @@ def evaluate(
 )
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--track-frames", type=click.IntRange(1, 100), default=5, show_default=True)
+@click.option(
+    "--tracks-per-photo",
+    type=click.IntRange(1, 1000),
+    default=10,
+    show_default=True,
+    help="Noise draws per photo (each a track of --track-frames frames).",
+)
 @click.option("--noise", type=click.FloatRange(0, 64), default=3.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--plots/--no-plots", default=True, help="Write the PNG plots (needs matplotlib).")
@@ -916,6 +923,7 @@ def evaluate_liveness(
     samples: Path | None,
     out: Path,
     track_frames: int,
+    tracks_per_photo: int,
     noise: float,
     seed: int,
     plots: bool,
@@ -948,6 +956,7 @@ def evaluate_liveness(
         analyzer,
         samples=samples,
         track_frames=track_frames,
+        tracks_per_photo=tracks_per_photo,
         noise=noise,
         seed=seed,
         progress=lambda items: tqdm(list(items), desc="photos", disable=not shown),

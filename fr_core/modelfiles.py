@@ -117,7 +117,11 @@ def _download(model: ModelFile, target: Path, progress: bool) -> None:
                 total=model.size, unit="B", unit_scale=True, desc=model.name, disable=not progress
             ) as bar,
         ):
+            got = 0
             for chunk in response.iter_content(1 << 16):
+                got += len(chunk)
+                if got > model.size:  # never more than the pinned size on the disk
+                    raise FrEdgeError(f"more than the expected {model.size} bytes")
                 out.write(chunk)
                 bar.update(len(chunk))
 

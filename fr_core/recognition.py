@@ -24,6 +24,7 @@ the analyses into emotion events when an emotion persists.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 from fr_core.decision import fuse, identify
 from fr_core.emotions import EmotionPersistence
 from fr_core.events import EmotionEvent, PresentationAttackEvent
+from fr_core.faults import RateLimitedLog
 from fr_core.imaging import compress_image_for_event
 from fr_core.interfaces import FrameResult
 from fr_core.tracker import IouTracker
@@ -52,7 +54,8 @@ class RecognitionStats:
     live: int = 0  # confirmed tracks judged live (their facial_id event went out)
     attacks: int = 0  # confirmed tracks judged presentation attacks (no facial_id event)
     attack_events: int = 0  # presentation_attack events queued
-    liveness_deferred: int = 0  # confirmations held: no face big enough to judge yet
+    liveness_deferred: int = 0  # confirmations held: too few frames scored to judge yet
+    liveness_errors: int = 0  # faces the liveness analyzer failed to score
     detect_ms: float = 0.0
     embed_ms: float = 0.0
     analyze_ms: float = 0.0
@@ -94,6 +97,7 @@ class RecognitionStage:
         self.fusion_frames = fusion_frames
         self.liveness = liveness
         self.attack_events = attack_events
+        self._faults = RateLimitedLog(log)
         self.stats = RecognitionStats()
 
     def __call__(self, engine: Any, result: FrameResult) -> None:
@@ -133,6 +137,7 @@ class RecognitionStage:
                     mean = fuse(track.embeddings)
                     if float(mean @ embedding) < 1.0 - track.threshold_distance:
                         track.embeddings.clear()
+                        self._reset_liveness(track)  # another face: its own decision
                 track.embeddings.append(embedding)
                 while len(track.embeddings) > self.fusion_frames:
                     track.embeddings.popleft()
@@ -148,6 +153,7 @@ class RecognitionStage:
                 if user != track.user_id or track.streak == 0:
                     track.confirmed = False  # a different face, or a changed mind
                     track.streak = 1
+                    self._reset_liveness(track)  # scores of another identity never count
                 else:
                     track.streak += 1
                 track.user_id, track.distance, track.embedded_frame = user, distance, fid
@@ -157,11 +163,7 @@ class RecognitionStage:
             if self.liveness is not None:
                 if track.liveness == "attack":
                     claimed = None  # an attack confirms nobody for the rest of the track
-                elif (
-                    claimed is not None
-                    and track.liveness is None
-                    and not self.validator.in_cooldown(claimed)
-                ):
+                elif claimed is not None and not self.validator.in_cooldown(claimed):
                     self._score_liveness(frame, track)
             event = self.validator.process_recognition(
                 track.id,
@@ -171,10 +173,9 @@ class RecognitionStage:
                 inference_ms=(t1 - t0) * 1000 + spent,
                 match_threshold=track.threshold_distance,
             )
-            undecided = self.liveness is not None and track.liveness is None
             if (
                 event is not None
-                and undecided
+                and self.liveness is not None
                 and not self._judge_liveness(engine, frame, track, event)
             ):
                 event = None
@@ -186,25 +187,53 @@ class RecognitionStage:
             if self.emotion_analyzer is not None:
                 self._emotion(engine, frame, track, fid, result.timestamp)
 
+    @staticmethod
+    def _reset_liveness(track: Any) -> None:
+        track.liveness = None
+        track.live_scores.clear()
+
     def _score_liveness(self, frame: Any, track: Any) -> None:
+        """Score the track's face in this frame (kept: the last ``confirmation_frames``). A
+        face too small, an analyzer that fails or a score that is not a number in [0, 1]
+        leaves the frame unscored; the decision waits for enough scored frames."""
         if min(track.bbox[2], track.bbox[3]) < getattr(self.liveness, "min_face_size", 0.0):
             return  # too small to judge: the decision waits for a nearer face
         t0 = time.perf_counter()
-        result = self.liveness.analyze(frame, track.detection)
-        self.stats.liveness_ms += (time.perf_counter() - t0) * 1000
+        try:
+            score = float(self.liveness.analyze(frame, track.detection).score)
+        except Exception as exc:  # a faulty analyzer costs its frame's score, not the frame
+            self.stats.liveness_errors += 1
+            kind = f"liveness: {type(exc).__name__}"
+            self._faults.error(kind, f"{kind}: {exc}; the face stays unscored", exc)
+            return
+        finally:
+            self.stats.liveness_ms += (time.perf_counter() - t0) * 1000
+        if not math.isfinite(score) or not 0.0 <= score <= 1.0:
+            self.stats.liveness_errors += 1
+            self._faults.error(
+                "liveness: bad score", f"liveness: score {score!r} is not in [0, 1]; unscored"
+            )
+            return
         self.stats.liveness_checks += 1
-        track.live_scores.append(float(result.score))
+        track.live_scores.append(score)
         del track.live_scores[: -self.validator.confirmation_frames]
 
     def _judge_liveness(self, engine: Any, frame: Any, track: Any, event: Any) -> bool:
-        """Decide a track the validator just confirmed: True if live (send its event)."""
-        if not track.live_scores:
-            self._score_liveness(frame, track)
-        if not track.live_scores:  # never big enough to judge: hold the event, decide later
+        """Decide a track the validator just confirmed: True if live (send its event).
+
+        The decision needs ``confirmation_frames`` scored frames of this identity; with
+        fewer (faces too small, the employee's cooldown just ended, a failing analyzer) the
+        event is held: the validator's cooldown is withdrawn and the track is confirmed
+        again later. A live verdict is spent by its event (the next confirmation is scored
+        afresh); an attack verdict holds for the track until its identity changes."""
+        needed = self.validator.confirmation_frames
+        if len(track.live_scores) < needed:
             self.validator.withdraw(event.user_id)
             self.stats.liveness_deferred += 1
             return False
         score = sum(track.live_scores) / len(track.live_scores)
+        frames = len(track.live_scores)
+        track.live_scores.clear()
         threshold = float(self.liveness.threshold)
         if score >= threshold:
             track.liveness = "live"
@@ -219,7 +248,7 @@ class RecognitionStage:
             track.id,
             score,
             threshold,
-            len(track.live_scores),
+            frames,
         )
         if self.attack_events:
             attack = PresentationAttackEvent.create(
@@ -227,7 +256,7 @@ class RecognitionStage:
                 claimed_user_id=event.user_id,
                 liveness_score=score,
                 threshold=threshold,
-                frames=len(track.live_scores),
+                frames=frames,
                 image=compress_image_for_event(frame, self.image_target_kb, track.bbox),
             )
             if self._queue(engine, attack, track):
@@ -239,19 +268,22 @@ class RecognitionStage:
         settings = self.emotions.settings
         if (fid - track.first_frame) % settings.analyze_every_n_frames:
             return
-        if track.user_id is None and not settings.unknown_faces:
+        user_id = track.user_id
+        if self.liveness is not None and track.liveness != "live":
+            user_id = None  # not (yet) judged live: never attribute a face to an employee
+        if user_id is None and not settings.unknown_faces:
             return
         t0 = time.perf_counter()
         analysis = self.emotion_analyzer.analyze(frame, track.detection)
         self.stats.analyze_ms += (time.perf_counter() - t0) * 1000
         self.stats.analyses += 1
-        who = track.user_id or f"track:{track.id}"
+        who = user_id or f"track:{track.id}"
         decision = self.emotions.update(track.id, who, analysis, when)
         if decision is None:
             return
         event = EmotionEvent.create(
             device_id=self.validator.device_id,
-            user_id=track.user_id,
+            user_id=user_id,
             emotion=decision.emotion,
             confidence=decision.confidence,
             intensity=decision.intensity,

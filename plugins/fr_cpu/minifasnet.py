@@ -22,6 +22,7 @@ output is the softmax over 3 classes, 1 = live.
 from __future__ import annotations
 
 import hashlib
+import math
 import pickle
 import struct
 from collections import OrderedDict
@@ -40,6 +41,10 @@ BN_EPS = 1e-5  # PyTorch's BatchNorm default, which the source models use
 INPUT_SIDE = 80
 LIVE_CLASS = 1
 _ELEMENT = {"FloatStorage": ("<f4", np.float32), "LongStorage": ("<i8", np.int64)}
+#: Bounds no MiniFASNet file comes near (each holds ~445,000 values): a file past them is
+#: refused before anything is allocated for it.
+MAX_STORAGE_ELEMENTS = 8_000_000
+MAX_TOTAL_ELEMENTS = 16_000_000
 
 
 class CheckpointError(FrEdgeError):
@@ -57,6 +62,25 @@ class _Tensor:
         self, storage: _Storage, offset: int, shape: tuple[int, ...], stride: tuple[int, ...]
     ) -> None:
         self.storage, self.offset, self.shape, self.stride = storage, offset, shape, stride
+
+    def check(self, name: str) -> None:
+        """Refuse a tensor that reaches outside its storage (no view is made otherwise)."""
+        fields = (self.offset, *self.shape, *self.stride)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in fields):
+            raise CheckpointError(f"tensor {name!r}: offset, shape and strides must be ints >= 0")
+        if len(self.shape) != len(self.stride):
+            raise CheckpointError(
+                f"tensor {name!r}: {len(self.shape)} dims, {len(self.stride)} strides"
+            )
+        if math.prod(self.shape) > self.storage.size:
+            raise CheckpointError(f"tensor {name!r} has more values than its storage")
+        if any(d == 0 for d in self.shape):
+            return
+        last = self.offset + sum(
+            (d - 1) * st for d, st in zip(self.shape, self.stride, strict=True)
+        )
+        if last >= self.storage.size:
+            raise CheckpointError(f"tensor {name!r} reaches past its storage")
 
     def array(self) -> np.ndarray:
         base = self.storage.data
@@ -102,7 +126,12 @@ class _Unpickler(pickle.Unpickler):
             raise CheckpointError("storage views are not supported")
         if kind not in _ELEMENT:
             raise CheckpointError(f"storage type {kind!r} is not supported")
+        if not isinstance(size, int) or not 0 <= size <= MAX_STORAGE_ELEMENTS:
+            raise CheckpointError(f"storage of {size!r} elements: at most {MAX_STORAGE_ELEMENTS}")
         if key not in self.storages:
+            total = sum(s.size for s in self.storages.values()) + size
+            if total > MAX_TOTAL_ELEMENTS:
+                raise CheckpointError(f"storages of over {MAX_TOTAL_ELEMENTS} elements in all")
             self.storages[key] = _Storage(kind, str(key), int(size))
         return self.storages[key]
 
@@ -111,7 +140,17 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
     """The state dict of a legacy ``torch.save`` file, as numpy arrays (``module.`` prefixes
     of DataParallel removed, BatchNorm counters dropped)."""
     try:
-        with open(path, "rb") as f:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
+    return _read_bytes(raw, Path(path))
+
+
+def _read_bytes(raw: bytes, path: Path) -> dict[str, np.ndarray]:
+    import io
+
+    try:
+        with io.BytesIO(raw) as f:
             head = f.read(2)
             if head == b"PK":
                 raise CheckpointError(
@@ -142,21 +181,36 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
                         f"{path}: storage {key} holds {count}, not {storage.size}"
                     )
                 code, dtype = _ELEMENT[storage.kind]
-                raw = f.read(count * np.dtype(code).itemsize)
-                if len(raw) != count * np.dtype(code).itemsize:
+                chunk = f.read(count * np.dtype(code).itemsize)
+                if len(chunk) != count * np.dtype(code).itemsize:
                     raise CheckpointError(f"{path}: truncated (storage {key})")
-                storage.data = np.frombuffer(raw, code).astype(dtype)
-    except (OSError, EOFError, pickle.UnpicklingError, struct.error, ValueError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({exc})") from None
-    out = {}
-    for name, tensor in state.items():
-        if not isinstance(tensor, _Tensor):
-            raise CheckpointError(f"{path}: entry {name!r} is not a tensor")
-        if tensor.storage.data is None:
-            raise CheckpointError(f"{path}: the data of {name!r} is missing")
-        if name.endswith("num_batches_tracked"):
-            continue
-        out[name.removeprefix("module.")] = tensor.array()
+                storage.data = np.frombuffer(chunk, code).astype(dtype)
+        out = {}
+        for name, tensor in state.items():
+            if not isinstance(name, str) or not isinstance(tensor, _Tensor):
+                raise CheckpointError(f"{path}: entry {name!r} is not a named tensor")
+            if tensor.storage.data is None:
+                raise CheckpointError(f"{path}: the data of {name!r} is missing")
+            tensor.check(name)
+            if name.endswith("num_batches_tracked"):
+                continue
+            out[name.removeprefix("module.")] = tensor.array()
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from None
+    except (
+        OSError,
+        EOFError,
+        pickle.UnpicklingError,
+        struct.error,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        MemoryError,
+    ) as exc:
+        raise CheckpointError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
     return out
 
 
@@ -333,15 +387,24 @@ def to_onnx(state: dict[str, np.ndarray], name: str = "minifasnet") -> bytes:
     return data
 
 
-def onnx_model(checkpoint: Path, cache_dir: Path) -> Path:
-    """The ONNX translation of ``checkpoint``, converted once and cached by the checkpoint's
-    SHA-256 and the converter's version."""
+def onnx_model(checkpoint: Path, cache_dir: Path, sha256: str | None = None) -> Path:
+    """The ONNX translation of ``checkpoint`` in ``cache_dir``, named by the checkpoint's
+    digest and the converter's version. The bytes read are checked against ``sha256`` (the
+    pinned digest) when given, and translated afresh each time (tens of milliseconds): a
+    cached file that differs from the translation (damaged, or written by someone else) is
+    replaced, so the cache is never trusted."""
     raw = Path(checkpoint).read_bytes()
+    actual = hashlib.sha256(raw).hexdigest()
+    if sha256 is not None and actual != sha256:
+        raise CheckpointError(
+            f"{checkpoint} has SHA-256 {actual[:16]}..., expected {sha256[:16]}...: not loaded"
+        )
     digest = hashlib.sha256(raw + CONVERTER_VERSION.encode()).hexdigest()[:16]
     target = Path(cache_dir) / f"{Path(checkpoint).stem}-{digest}.onnx"
-    if not target.is_file():
+    data = to_onnx(_read_bytes(raw, Path(checkpoint)), Path(checkpoint).stem)
+    if not target.is_file() or target.read_bytes() != data:
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write(target, to_onnx(read_checkpoint(checkpoint), Path(checkpoint).stem))
+        atomic_write(target, data)
     return target
 
 
