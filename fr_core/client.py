@@ -157,7 +157,12 @@ class IoTClient:
             from fr_core.interfaces import ComponentKind
 
             scheme = self.config.broker_url.split("://", 1)[0].lower()
-            name = self.config.transport or SCHEME_TRANSPORTS.get(scheme, scheme)
+            owner = self.registry.scheme_transport(scheme)
+            name = (
+                self.config.transport
+                or SCHEME_TRANSPORTS.get(scheme)
+                or (owner[0] if owner is not None else scheme)
+            )
             options: dict[str, Any] = {
                 "device_id": self.config.device_id,
                 "broker_url": self.config.broker_url,

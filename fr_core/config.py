@@ -263,16 +263,19 @@ class AppConfig(BaseModel):
     @classmethod
     def _url(cls, v: str, info: ValidationInfo) -> str:
         parts = urlsplit(v)
-        if parts.scheme not in BROKER_SCHEMES or not parts.hostname:
+        # schemes beyond these are served by transport plugins that declare them; whether
+        # one is installed is checked with the plugins (validate_components)
+        if not re.fullmatch(r"[a-z][a-z0-9+.-]{0,31}", parts.scheme) or not parts.hostname:
             raise ValueError(
-                "must be an absolute URL with a host and one of the schemes "
+                "must be an absolute URL with a host and a scheme: "
                 + ", ".join(f"{s}://" for s in BROKER_SCHEMES)
+                + ", or one an installed transport plugin declares"
             )
         if parts.username or parts.password:
             raise ValueError("must not contain credentials; use api_key or the plugin's options")
         if parts.query:
             raise ValueError("must not contain a query string (secrets never go in URLs)")
-        if not BROKER_SCHEMES[parts.scheme] and not info.data.get("allow_insecure"):
+        if not BROKER_SCHEMES.get(parts.scheme, True) and not info.data.get("allow_insecure"):
             raise ValueError(
                 f"unencrypted {parts.scheme}:// is refused; use https:// or mqtts://, or set "
                 "allow_insecure: true (for tests on loopback only)"
@@ -485,12 +488,48 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config_from_mapping(parse_text(text, fmt, str(p)), env=env, source=str(p))
 
 
+def broker_scheme_problems(config: AppConfig, registry: Any) -> list[tuple[str, str]]:
+    """``broker_url``'s scheme must be one fr-edge knows or one an installed transport
+    declares; a declared unencrypted scheme needs ``allow_insecure``."""
+    scheme = urlsplit(config.broker_url).scheme
+    if scheme in BROKER_SCHEMES:
+        return []
+    owner = registry.scheme_transport(scheme)
+    if owner is None:
+        declared = sorted(
+            {
+                s
+                for r in registry.registrations(ComponentKind.TRANSPORT)
+                for s in (r.url_schemes or {})
+            }
+            | set(BROKER_SCHEMES)
+        )
+        return [
+            (
+                "broker_url",
+                f"no installed transport serves {scheme}:// (schemes: "
+                + ", ".join(f"{s}://" for s in declared)
+                + "); a transport plugin declares its own with register(..., url_schemes=...)",
+            )
+        ]
+    name, encrypted = owner
+    if not encrypted and not config.allow_insecure:
+        return [
+            (
+                "broker_url",
+                f"{scheme}:// (transport {name!r}) is unencrypted: set allow_insecure: true "
+                "(for tests on loopback only) or use its encrypted scheme",
+            )
+        ]
+    return []
+
+
 def validate_components(
     config: AppConfig, registry: Any, source: str | None = None
 ) -> dict[str, BaseModel | None]:
     """Check every component block against its plugin; collects all problems before raising."""
     validated: dict[str, BaseModel | None] = {}
-    problems: list[tuple[str, str]] = []
+    problems: list[tuple[str, str]] = list(broker_scheme_problems(config, registry))
     for path, kind, block in config.components():
         try:
             validated[path] = registry.validate_options(kind, block.plugin, block.options, path)

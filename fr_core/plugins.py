@@ -51,6 +51,7 @@ class RegisterCallback(Protocol):
         unavailable: str | None = None,
         description: str = "",
         cpu_fallback: str | None = None,
+        url_schemes: Mapping[str, bool] | None = None,
     ) -> None: ...
 
 
@@ -77,6 +78,7 @@ class Registration:
     unavailable: str | None = None
     description: str = ""
     cpu_fallback: str | None = None  # what ``fallback: cpu`` runs instead of it
+    url_schemes: Mapping[str, bool] | None = None  # transports: broker_url scheme -> encrypted
 
 
 @dataclass(frozen=True)
@@ -220,6 +222,7 @@ class Registry:
             unavailable: str | None = None,
             description: str = "",
             cpu_fallback: str | None = None,
+            url_schemes: Mapping[str, bool] | None = None,
         ) -> None:
             if not isinstance(name, str) or not name.strip():
                 raise PluginError(
@@ -252,6 +255,7 @@ class Registry:
                 unavailable,
                 description,
                 cpu_fallback,
+                dict(url_schemes) if url_schemes else None,
             )
 
         try:
@@ -300,6 +304,14 @@ class Registry:
         if self.pm.disabled:
             msg += f". Disabled by {DISABLE_ENV}: {', '.join(self.pm.disabled)}"
         return msg
+
+    def scheme_transport(self, scheme: str) -> tuple[str, bool] | None:
+        """(transport name, encrypted) of the installed transport that declares ``scheme``
+        for ``broker_url`` (register(..., url_schemes={scheme: encrypted}))."""
+        for reg in self.registrations(ComponentKind.TRANSPORT):
+            if reg.url_schemes and scheme in reg.url_schemes:
+                return reg.name, bool(reg.url_schemes[scheme])
+        return None
 
     def fallback_of(
         self, kind: ComponentKind, block: Any, path: str = ""

@@ -113,7 +113,7 @@ def test_runtime_errors_are_one_line_and_debug_shows_the_traceback(tmp_path):
     junk.write_bytes(b"not an image at all")
     out = run("demo", "--enrol", f"EMP-1={junk}", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 1
-    assert out.stderr.strip().splitlines() == [f"error: {junk} is not an image OpenCV can read"]
+    assert out.stderr.strip().splitlines() == [f"error: {junk}: not an image OpenCV can read"]
     out = run("--debug", "demo", "--enrol", f"EMP-1={junk}", "--workdir", str(tmp_path / "w"))
     assert out.returncode == 1 and "Traceback (most recent call last)" in out.stderr
 

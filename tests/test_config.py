@@ -11,7 +11,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fr_core import ConfigError
+from fr_core import ConfigError, hookimpl
 from fr_core.config import (
     AppConfig,
     config_from_mapping,
@@ -120,8 +120,8 @@ def test_missing_required_keys():
     [
         ("http://broker", "unencrypted http:// is refused"),
         ("mqtt://broker", "unencrypted mqtt:// is refused"),
-        ("ftp://broker", "one of the schemes"),
-        ("broker.example.com", "one of the schemes"),
+        ("://broker", "must be an absolute URL with a host and a scheme"),
+        ("broker.example.com", "must be an absolute URL with a host and a scheme"),
         ("https://user:pw@broker", "must not contain credentials"),
         ("https://broker/?key=abc", "must not contain a query string"),
     ],
@@ -129,6 +129,37 @@ def test_missing_required_keys():
 def test_broker_url_rules(url, fragment):
     problems, _ = problems_of({**MINIMAL, "broker_url": url})
     assert fragment in problems["broker_url"]
+
+
+def test_broker_url_schemes_come_from_the_installed_transports(fr_add_plugin):
+    """A scheme no transport declares is refused with the list of those that are; a
+    transport plugin declaring rediss:// makes it valid (and picked by the client), and a
+    declared unencrypted one needs allow_insecure."""
+    from fr_core.config import validate_components
+    from fr_core.errors import ConfigError
+    from fr_core.plugins import build_registry
+
+    cfg = config_from_mapping({**MINIMAL, "broker_url": "rediss://cache.example:6380"}, env={})
+    with pytest.raises(ConfigError, match=r"no installed transport serves rediss:// \(schemes:"):
+        validate_components(cfg, build_registry())
+
+    class Redis:
+        @hookimpl
+        def fr_register_transports(self, register):
+            register(
+                "redis_streams",
+                lambda c, ctx: None,
+                None,
+                url_schemes={"rediss": True, "redis": False},
+            )
+
+    registry = fr_add_plugin(Redis(), "redis-plugin")
+    assert registry.scheme_transport("rediss") == ("redis_streams", True)
+    validate_components(cfg, registry)  # no error
+    plain = config_from_mapping({**MINIMAL, "broker_url": "redis://cache.example"}, env={})
+    with pytest.raises(ConfigError, match=r"redis:// \(transport 'redis_streams'\) is unencrypted"):
+        validate_components(plain, registry)
+    assert build_registry().scheme_transport("mqtts") == ("mqtt", True)
 
 
 def test_insecure_url_needs_the_explicit_option():

@@ -263,5 +263,6 @@ def fr_register_transports(register: Any) -> None:
         "https",
         factory,
         HttpsTransportConfig,
+        url_schemes={"https": True, "http": False},
         description="HTTPS (requests): batched events, sync pages, heartbeats",
     )

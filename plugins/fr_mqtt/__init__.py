@@ -511,5 +511,6 @@ def fr_register_transports(register: Any) -> None:
         "mqtt",
         factory,
         MqttTransportConfig,
+        url_schemes={"mqtts": True, "mqtt": False},
         description="MQTT 5/3.1.1 (paho): QoS 1 events, heartbeats, sync request/response",
     )
