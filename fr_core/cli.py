@@ -219,6 +219,48 @@ def models_fetch(
     modelfiles.fetch(chosen, source=source, root=root, progress=shown, say=click.echo)
 
 
+# --- plugin scaffolding -------------------------------------------------------------------
+
+
+@main.group()
+def plugin() -> None:
+    """Start a plugin of your own (docs/writing_plugins.md)."""
+
+
+@plugin.group("new")
+def plugin_new() -> None:
+    """Write a plugin package skeleton."""
+
+
+@plugin_new.command("transport")
+@click.argument("name")
+@click.option(
+    "--dir",
+    "folder",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Where the package folder is created.",
+)
+@click.option("--scheme", help="The broker_url scheme it serves (default: the name).")
+def plugin_new_transport(name: str, folder: Path, scheme: str | None) -> None:
+    """A transport plugin package NAME: entry point, config model, the transport to fill in,
+    and the conformance suite wired to it (pip install -e '.[test]' && pytest)."""
+    from fr_core.scaffold import new_transport
+
+    try:
+        files = new_transport(name, folder, scheme)
+    except (ValueError, FileExistsError) as exc:
+        raise FrEdgeError(str(exc)) from None
+    root = files[0].parent
+    for f in files:
+        click.echo(f"wrote {f}")
+    click.echo(
+        f"next: cd {root} && pip install -e '.[test]' && pytest   "
+        "(the conformance tests fail until the transport's methods are written)"
+    )
+
+
 # --- config -------------------------------------------------------------------------------
 
 
