@@ -62,3 +62,15 @@ def test_make_test_gets_mosquitto_or_says_how():
     assert installs.returncode == 0
     assert "install -y -qq fr-edge-no-such-broker" in installs.stdout
     assert "mosquitto" in (REPO / "Makefile").read_text().split("\ntest:")[1].split("\n")[0]
+
+
+def test_every_conformance_test_says_what_it_checks():
+    """Integrators read the suite's tests to learn the contract: each has a docstring."""
+    import ast
+
+    tree = ast.parse((REPO / "fr_core" / "testing" / "conformance.py").read_text())
+    tests = [
+        n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")
+    ]
+    assert len(tests) >= 8
+    assert [t.name for t in tests if not ast.get_docstring(t)] == []

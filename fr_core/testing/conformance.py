@@ -67,6 +67,7 @@ class TransportConformance:
     # --- the suite ---
 
     def test_conformance_delivery(self, broker: Any, transport: Any) -> None:
+        """A batch of 10 events is acknowledged in full and each arrives with its fields."""
         batch = self.events(10)
         result = transport.send_events(batch)
         assert set(result.acknowledged) == {e["event_id"] for e in batch}
@@ -76,6 +77,7 @@ class TransportConformance:
             assert got[e["event_id"]]["user_id"] == e["user_id"]
 
     def test_conformance_idempotency(self, broker: Any, transport: Any) -> None:
+        """The same batch sent twice is acknowledged twice and stored once (by event_id)."""
         batch = self.events(3)
         transport.send_events(batch)
         again = transport.send_events(batch)
@@ -84,6 +86,7 @@ class TransportConformance:
         assert len(broker.store.ledger()) == 3
 
     def test_conformance_ordering(self, broker: Any, transport: Any, tmp_path: Path) -> None:
+        """25 events through the outbox worker, 4 a batch, arrive in the order queued."""
         with DatabaseManager(str(tmp_path / "order.db")) as db:
             batch = self.events(25)
             for e in batch:
@@ -97,6 +100,8 @@ class TransportConformance:
     def test_conformance_backoff_on_failure(
         self, broker: Any, transport: Any, tmp_path: Path
     ) -> None:
+        """The broker fails for a while (inject_failures): the worker backs off and every
+        event still arrives."""
         with DatabaseManager(str(tmp_path / "retry.db")) as db:
             batch = self.events(5)
             db.outbox_append_many(batch)
@@ -112,6 +117,8 @@ class TransportConformance:
     def test_conformance_auth_failure_is_clear(
         self, broker: Any, make_transport: Callable[..., Any]
     ) -> None:
+        """A wrong key is a TransportAuthError (at start or at the first send) whose message
+        holds neither key; nothing is stored."""
         wrong = "wrong-key-for-conformance-42"
         t = make_transport(api_key=wrong)
         try:
@@ -126,6 +133,7 @@ class TransportConformance:
     def test_conformance_tls_failure_is_clear(
         self, broker: Any, tmp_path: Path, make_transport: Callable[..., Any]
     ) -> None:
+        """A broker certificate from an unrelated CA is a TransportTLSError; nothing stored."""
         stranger = CertificateAuthority(tmp_path / "stranger", "an unrelated CA")
         t = make_transport(ca_bundle=stranger.cert_path)
         with pytest.raises(TransportTLSError):
@@ -135,6 +143,8 @@ class TransportConformance:
         assert broker.store.ledger() == []
 
     def test_conformance_sync(self, broker: Any, transport: Any, tmp_path: Path) -> None:
+        """23 enrolments synced in pages of 7, then a removal: the device holds exactly the
+        broker's live enrolments, vector for vector."""
         rng = np.random.default_rng(0)
         for i in range(23):
             broker.store.enrol(f"EMP-{i}", rng.standard_normal(128).astype(np.float32))
@@ -149,6 +159,7 @@ class TransportConformance:
             assert all(np.array_equal(local[u], live[u]) for u in live)
 
     def test_conformance_heartbeat(self, broker: Any, transport: Any) -> None:
+        """A heartbeat arrives as sent."""
         transport.send_heartbeat({"device_id": self.DEVICE_ID, "fps": 9.5})
         assert wait_for(
             lambda: {"device_id": self.DEVICE_ID, "fps": 9.5} in broker.store.heartbeats()
