@@ -4,7 +4,7 @@ It writes a distribution with its entry point (``fr_core`` group), a config mode
 :class:`fr_core.transports.BrokerConnectionConfig`, a transport whose five methods say what
 they must do and raise ``NotImplementedError`` until they do, its registration (with the URL
 schemes it serves), and the conformance suite already wired to it: ``pip install -e .`` then
-``pytest`` runs the eight conformance tests against it, and they pass once the transport
+``pytest`` runs the nine conformance tests against it, and they pass once the transport
 works (docs/writing_plugins.md).
 """
 
@@ -143,8 +143,9 @@ _TEST = Template('''"""The fr-edge transport conformance suite, run against the 
 The ``broker`` fixture is fr-edge's reference broker over HTTPS. A transport for another
 protocol overrides it with a harness: your server, plus a bridge that stores what arrives in
 the reference broker's store (fr_core.testing.broker.BrokerStore), offering ``store``
-(``enrol``, ``remove``, ``ledger()``, ``heartbeats()``, ``live()``), ``url``, ``ca_path`` and
-``inject_failures(count)``. fr_core.testing.mqtt_bridge.MqttBroker is the worked example.
+(``enrol``, ``remove``, ``ledger()``, ``heartbeats()``, ``live()``), ``url``, ``ca_path``,
+``restart()`` and ``inject_failures(count)``. fr_core.testing.mqtt_bridge.MqttBroker is the
+worked example.
 """
 
 import pytest

@@ -76,7 +76,7 @@ def test_the_skeleton_s_suite_reaches_its_transport(skeleton):
     done = pytest_in(skeleton)
     assert done.returncode == 1
     text = done.stdout
-    assert "2 failed, 6 errors" in text  # the eight conformance tests, collected and run
+    assert "2 failed, 7 errors" in text  # the nine conformance tests, collected and run
     assert "NotImplementedError: redis_streams: start" in text
 
 
@@ -87,7 +87,7 @@ def test_filled_in_the_skeleton_passes_the_conformance_suite(skeleton):
     module.write_text(text[:start] + FILLED.lstrip() + "\n\n" + text[end:])
     done = pytest_in(skeleton)
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "8 passed" in done.stdout
+    assert "9 passed" in done.stdout
 
 
 def test_the_package_registers_its_transport_and_scheme(skeleton, fr_add_plugin, monkeypatch):

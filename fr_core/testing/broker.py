@@ -737,6 +737,12 @@ class ReferenceBroker:
             self._server.server_close()
             self._server = None
 
+    def restart(self) -> None:
+        """Stop the server and start it again on the same port, its data kept (the
+        conformance suite's broker restart)."""
+        self.stop()
+        self.start()
+
     def __enter__(self) -> ReferenceBroker:
         return self.start()
 

@@ -17,7 +17,7 @@ Subclass :class:`TransportConformance` in your plugin's tests and provide one fi
 
 The default ``broker`` fixture is the HTTPS reference broker; a transport for another protocol
 overrides it with a harness that offers the same surface: ``store`` (``enrol``, ``remove``,
-``ledger()``, ``heartbeats()``, ``live()``) and ``inject_failures(count)``.
+``ledger()``, ``heartbeats()``, ``live()``), ``restart()`` and ``inject_failures(count)``.
 """
 
 from __future__ import annotations
@@ -113,6 +113,29 @@ class TransportConformance:
             finally:
                 worker.stop()
         assert {e["event_id"] for e in broker.store.ledger()} == {e["event_id"] for e in batch}
+
+    def test_conformance_broker_restart(self, broker: Any, transport: Any, tmp_path: Path) -> None:
+        """The broker restarts between two batches (``restart()``): the transport reaches it
+        again, and each event arrives exactly once (one delivery each: nothing already
+        acknowledged is sent again, by the transport or a persistent session)."""
+        first, second = self.events(5), self.events(5, start=5)
+        with DatabaseManager(str(tmp_path / "restart.db")) as db:
+            db.outbox_append_many(first)
+            worker = OutboxWorker(db, transport, batch_size=5, backoff_min=0.05, backoff_max=0.5)
+            worker.start()
+            try:
+                assert wait_for(lambda: db.outbox_stats().depth == 0)
+                broker.restart()
+                db.outbox_append_many(second)
+                worker.wake()
+                assert wait_for(lambda: db.outbox_stats().depth == 0, timeout=30)
+            finally:
+                worker.stop()
+        wanted = [e["event_id"] for e in first + second]
+        assert wait_for(lambda: len(broker.store.ledger()) >= len(wanted))
+        ledger = broker.store.ledger()
+        assert sorted(e["event_id"] for e in ledger) == sorted(wanted)
+        assert [e["deliveries"] for e in ledger] == [1] * len(wanted)
 
     def test_conformance_auth_failure_is_clear(
         self, broker: Any, make_transport: Callable[..., Any]

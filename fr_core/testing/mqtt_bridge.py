@@ -171,6 +171,14 @@ class MqttBroker:
             self.bridge.stop()
         self.mosquitto.stop()
 
+    def restart(self) -> None:
+        """mosquitto stopped cleanly and started again on the same port (its persistence and
+        the store kept), the bridge reconnected: the conformance suite's broker restart."""
+        if self.bridge is not None:
+            self.bridge.stop()
+        self.mosquitto.stop()
+        self.start()
+
     def inject_failures(self, count: int) -> None:
         """The broker goes away for a moment (mosquitto killed, restarted ~0.3 s x count
         later): the conformance suite's generic failure."""
