@@ -133,7 +133,7 @@ def fr_register_transports(register: Any) -> None:
         "${name}",
         factory,
         ${cls}Config,
-        url_schemes={"${scheme}": True},
+        url_schemes={"${scheme}": True},  # add a plain scheme as False if it has one
         description="${name} transport",
     )
 ''')
