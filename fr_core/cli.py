@@ -479,7 +479,7 @@ def _photo_list(paths: tuple[Path, ...], ids_file: Path | None) -> list[tuple[Pa
 
     mapping: dict[str, str] = {}
     if ids_file is not None:
-        with open(ids_file, newline="", encoding="utf-8") as f:
+        with open(ids_file, newline="", encoding="utf-8-sig") as f:
             for n, row in enumerate(csv.DictReader(f), start=2):
                 if not row.get("photo") or not row.get("user_id"):
                     raise FrEdgeError(f"{ids_file}:{n}: needs the columns photo and user_id")
@@ -596,8 +596,13 @@ def embed(
     if out is None:
         n = enrolment.write_records(records(), sys.stdout, fmt)
     else:
-        with open(out, "w", encoding="utf-8", newline="") as f:
-            n = enrolment.write_records(records(), f, fmt)
+        import io
+
+        from fr_core.files import atomic_write
+
+        buffer = io.StringIO(newline="")
+        n = enrolment.write_records(records(), buffer, fmt)
+        atomic_write(out, buffer.getvalue().encode("utf-8"))  # the old file or the whole new one
     click.echo(f"{n} records, {len(refused)} photos refused", err=True)
     if refused:
         sys.exit(1)
@@ -1376,14 +1381,13 @@ def broker_import(data_dir: Path, records: Path, model_dims: tuple[str, ...]) ->
         click.echo(f"{records}:{line}: refused: {why}", err=True)
     if result.problems:
         raise FrEdgeError(f"{len(result.problems)} records refused: nothing imported")
-    store = _store(data_dir)
-    version = None
+    items = []
     for _, record in rows:
         assert not isinstance(record, str)
         vec = decode_embedding(str(record["embedding"]), int(record["dim"]))
-        version = store.enrol(
-            str(record["user_id"]), vec, str(record["model"]), record.get("detector")
-        )
+        detector = record.get("detector")
+        items.append((str(record["user_id"]), vec, str(record["model"]), detector, None))
+    version = _store(data_dir).enrol_many(items)  # one transaction: all or nothing
     click.echo(f"imported {result.accepted} enrolments; broker at version {version}")
 
 

@@ -488,6 +488,12 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     return config_from_mapping(parse_text(text, fmt, str(p)), env=env, source=str(p))
 
 
+#: Kinds whose blocks may name a fallback: the models the engine builds and runs itself.
+#: (The transport and storage are built by the IoT client and the database facade, the
+#: camera is opened later: a fallback there would be reported but not used.)
+FALLBACK_KINDS = (ComponentKind.DETECTOR, ComponentKind.EMBEDDER, ComponentKind.ANALYZER)
+
+
 def broker_scheme_problems(config: AppConfig, registry: Any) -> list[tuple[str, str]]:
     """``broker_url``'s scheme must be one fr-edge knows or one an installed transport
     declares; a declared unencrypted scheme needs ``allow_insecure``."""
@@ -536,6 +542,16 @@ def validate_components(
         except ConfigError as exc:
             problems.extend(exc.problems or [(f"{path}.plugin", str(exc))])
         if block.fallback is not None:
+            if kind not in FALLBACK_KINDS:
+                allowed = ", ".join(k.value for k in FALLBACK_KINDS)
+                problems.append(
+                    (
+                        f"{path}.fallback",
+                        f"a {kind.value} cannot have a fallback (only {allowed}: the "
+                        "components the engine builds and uses itself)",
+                    )
+                )
+                continue
             try:
                 name, options = registry.fallback_of(kind, block, path)
                 validated[f"{path}.fallback"] = registry.validate_options(

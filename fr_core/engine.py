@@ -24,6 +24,7 @@ tracker, embedder, matcher, EventValidator) plug in there.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from fr_core.errors import FrEdgeError
 from fr_core.events import AnyEvent, parse_event
 from fr_core.faults import EventSpool, RateLimitedLog
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+from fr_core.logsetup import redact
 from fr_core.plugins import BuildContext, Registry
 
 log = logging.getLogger(__name__)
@@ -151,13 +153,22 @@ class Engine:
                 reason,
                 name,
             )
-            component = self.registry.create(
-                kind, name, self._options[f"{path}.fallback"], ctx, path=f"{path}.fallback"
-            )
+            try:
+                component = self.registry.create(
+                    kind, name, self._options[f"{path}.fallback"], ctx, path=f"{path}.fallback"
+                )
+            except FrEdgeError as second:
+                raise type(second)(
+                    f"{path}: {kind.value} {block.plugin!r} cannot start ({reason}); its "
+                    f"fallback {name!r} cannot start either ({second})"
+                ) from None
             self.fallbacks[path] = {
                 "configured": block.plugin,
                 "running": name,
-                "reason": reason[:500],
+                # heartbeats leave the device: no secret, no echoed config input
+                "reason": re.sub(r"input_value=('[^']*'|\S+)", "input_value=...", redact(reason))[
+                    :500
+                ],
             }
             return component
 

@@ -162,11 +162,16 @@ class EnrolmentKit:
         self, items: Iterable[tuple[Path, str | None]]
     ) -> Iterator[EnrolmentRecord | EnrolmentRefused]:
         """A record or the refusal for each (photo, user id) in order."""
+        import cv2
+
         for path, user_id in items:
             try:
                 yield self.embed_photo(path, user_id)
             except EnrolmentRefused as refused:
                 yield refused
+            except (FrEdgeError, ValueError, cv2.error) as exc:  # one bad photo, not the batch
+                why = " ".join(str(exc).split())[:300]
+                yield EnrolmentRefused(Path(path).name, f"could not be embedded ({why})")
 
 
 def write_records(records: Iterable[EnrolmentRecord], out: Any, fmt: str) -> int:
@@ -192,9 +197,13 @@ def read_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
     read at all gives its error text instead of a record."""
     import csv
 
-    text = Path(path).read_text(encoding="utf-8")
+    text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Excel's CSV) is not data
     if Path(path).suffix.lower() == ".csv":
-        for i, row in enumerate(csv.DictReader(text.splitlines()), start=2):
+        import io
+
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        for row in reader:
+            i = reader.line_num
             record: dict[str, Any] = {k: (v if v != "" else None) for k, v in row.items()}
             try:
                 record["dim"] = int(record["dim"]) if record.get("dim") is not None else None
@@ -203,7 +212,7 @@ def read_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
                 continue
             yield i, record
         return
-    for i, line in enumerate(text.splitlines(), start=1):
+    for i, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:

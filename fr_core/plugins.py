@@ -336,11 +336,27 @@ class Registry:
             raise refuse(f"{name!r} cannot be its own fallback")
         if name not in self._items[kind]:
             raise refuse(self._unknown_message(kind, name))
+        fallback = self._items[kind][name]
+        if fallback.unavailable:
+            raise refuse(
+                f"{kind.value} {name!r} is not available here either: {fallback.unavailable}"
+            )
+        primary = self._items[kind].get(block.plugin)
         if block.fallback_options is not None:
             return name, dict(block.fallback_options)
-        model = self.get(kind, name).config_model
+        # inherited: the options both models have, less those the primary's model declares
+        # as its own (FALLBACK_EXCLUDE) and renamed where it says so (FALLBACK_RENAME)
+        model = fallback.config_model
         fields = set(model.model_fields) if model is not None else set()
-        return name, {k: v for k, v in block.options.items() if k in fields}
+        source = primary.config_model if primary is not None else None
+        exclude = set(getattr(source, "FALLBACK_EXCLUDE", ()))
+        rename = dict(getattr(source, "FALLBACK_RENAME", {}))
+        out = {}
+        for key, value in block.options.items():
+            target = rename.get(key, key)
+            if key not in exclude and target in fields:
+                out[target] = value
+        return name, out
 
     def validate_options(
         self, kind: ComponentKind, name: str, options: Mapping[str, Any], path: str = ""

@@ -10,10 +10,13 @@ works (docs/writing_plugins.md).
 
 from __future__ import annotations
 
+import importlib.util
 import keyword
 import re
 from pathlib import Path
 from string import Template
+
+from fr_core.config import BROKER_SCHEMES
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
@@ -176,9 +179,16 @@ def new_transport(name: str, folder: Path, scheme: str | None = None) -> list[Pa
             f"plugin name {name!r}: lowercase letters, digits and _, starting with a letter "
             "(it becomes the package fr_<name>)"
         )
+    if importlib.util.find_spec(f"fr_{name}") is not None:
+        raise ValueError(
+            f"plugin name {name!r}: a package fr_{name} is already installed (fr-edge's own "
+            "plugins use fr_https, fr_mqtt, fr_cpu...); choose another name"
+        )
     scheme = scheme or name.replace("_", "-")
     if not re.fullmatch(r"[a-z][a-z0-9+.-]{0,31}", scheme):
         raise ValueError(f"URL scheme {scheme!r}: lowercase letters, digits, + . -")
+    if scheme in BROKER_SCHEMES:
+        raise ValueError(f"URL scheme {scheme!r} is fr-edge's own ({', '.join(BROKER_SCHEMES)})")
     root = Path(folder) / f"fr-edge-{name.replace('_', '-')}-transport"
     if root.exists():
         raise FileExistsError(f"{root} already exists: not overwritten")

@@ -214,3 +214,43 @@ def test_imported_records_reach_a_device_unchanged(fr_data, tmp_path, monkeypatc
     assert len(held) == len(ONE_FACE)
     for record in read_jsonl(records):
         assert np.array_equal(held[record["user_id"]], decode_embedding(record["embedding"], 128))
+
+
+def test_a_photo_that_breaks_the_models_is_one_refusal_and_the_file_is_whole(
+    fr_data, tmp_path, monkeypatch
+):
+    """An embedder failing on one photo (here: a degenerate vector) refuses that photo with
+    the reason; the others are written; an earlier --out file is replaced whole."""
+    from fr_cpu.models import SFaceEmbedder
+
+    real = SFaceEmbedder.embed
+    calls = {"n": 0}
+
+    def flaky(self, frame, detection):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise ValueError("SFace produced a degenerate embedding for this face")
+        return real(self, frame, detection)
+
+    monkeypatch.setattr(SFaceEmbedder, "embed", flaky)
+    out = tmp_path / "r.jsonl"
+    out.write_text("an older file\n")
+    photos = [fr_data / "faces" / n for n in ONE_FACE[:3]]
+    done = cli("embed", *photos, "--out", out, "--no-progress")
+    assert done.exit_code == 1
+    assert f"refused {photos[1].name}: could not be embedded (SFace produced a degenerate" in (
+        done.output
+    )
+    assert [r["user_id"] for r in read_jsonl(out)] == [photos[0].stem, photos[2].stem]
+
+
+def test_csv_written_by_excel_with_a_bom_is_read(fr_data, tmp_path):
+    out = tmp_path / "records.csv"
+    assert (
+        cli("embed", fr_data / "faces" / "obama.jpg", "--format", "csv", "--out", out).exit_code
+        == 0
+    )
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())
+    checked = cli("embed", "--check", bom)
+    assert checked.exit_code == 0 and "1 records devices accept" in checked.output

@@ -67,14 +67,18 @@ def test_without_a_fallback_the_start_fails_and_says_why():
     ("blocks", "message"),
     [
         (
-            {"telemetry": {"plugin": "sim", "fallback": "cpu"}},
-            r"telemetry\.fallback: telemetry 'sim' declares no CPU counterpart",
+            {"detector": {"plugin": "yunet", "fallback": "cpu"}},
+            r"detector\.fallback: detector 'yunet' declares no CPU counterpart",
         ),
         (
             {"detector": {"plugin": "yunet_trt", "fallback": "nope"}},
             r"detector\.fallback: unknown detector 'nope'; available: .*yunet",
         ),
         ({"detector": {"plugin": "yunet", "fallback": "yunet"}}, "cannot be its own fallback"),
+        # the transport is built by the IoT client, not the engine: a fallback would not run
+        ({"transport": {"plugin": "https", "fallback": "mqtt"}}, "a transport cannot have"),
+        # a fallback that cannot run here either is refused before start
+        ({"detector": {"plugin": "yunet", "fallback": "yunet_trt"}}, "not available here either"),
         (
             {
                 "detector": {
@@ -90,3 +94,37 @@ def test_without_a_fallback_the_start_fails_and_says_why():
 def test_a_bad_fallback_is_a_config_error_before_anything_starts(blocks, message):
     with pytest.raises(ConfigError, match=message):
         engine(**blocks)
+
+
+def test_engine_only_options_stay_with_the_engine_and_renamed_ones_follow():
+    """emotion_trt's cache_dir holds engines, its onnx_cache_dir the converted model: the
+    CPU emotion analyzer gets the latter as its cache_dir, never the former."""
+    block = {
+        "plugin": "emotion_trt",
+        "fallback": "cpu",
+        "cache_dir": "/engines",
+        "onnx_cache_dir": "/models",
+        "precision": "fp32",
+        "margin": 0.2,
+    }
+    from fr_core.config import ComponentConfig
+    from fr_core.interfaces import ComponentKind
+
+    name, options = REGISTRY.fallback_of(ComponentKind.ANALYZER, ComponentConfig(**block))
+    assert name == "emotion" and options == {"cache_dir": "/models", "margin": 0.2}
+
+
+def test_a_failing_fallback_names_both_failures(monkeypatch):
+    from fr_cpu.models import YuNetDetector
+
+    def broken(self, config):
+        raise RuntimeError("the CPU model file is damaged")
+
+    monkeypatch.setattr(YuNetDetector, "__init__", broken)
+    eng = engine(detector={"plugin": "yunet_trt", "fallback": "cpu"})
+    with pytest.raises(
+        Exception,
+        match=r"detector: detector 'yunet_trt' cannot start \(.*"
+        r"TensorRT is not installed.*\); its fallback 'yunet' cannot start either",
+    ):
+        eng.start()

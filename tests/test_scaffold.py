@@ -106,7 +106,12 @@ def test_the_package_registers_its_transport_and_scheme(skeleton, fr_add_plugin,
 
 @pytest.mark.parametrize(
     ("name", "message"),
-    [("Redis", "lowercase letters"), ("class", "lowercase letters"), ("9x", "lowercase letters")],
+    [
+        ("Redis", "lowercase letters"),
+        ("class", "lowercase letters"),
+        ("9x", "lowercase letters"),
+        ("mqtt", "a package fr_mqtt is already installed"),  # would shadow fr-edge's own
+    ],
 )
 def test_bad_names_and_existing_folders_are_refused(tmp_path, name, message):
     out = CliRunner().invoke(main, ["plugin", "new", "transport", name, "--dir", str(tmp_path)])
@@ -115,3 +120,9 @@ def test_bad_names_and_existing_folders_are_refused(tmp_path, name, message):
     assert CliRunner().invoke(main, args).exit_code == 0
     again = CliRunner().invoke(main, args)
     assert again.exit_code != 0 and "already exists: not overwritten" in again.output
+
+
+def test_fr_edge_s_own_schemes_are_refused(tmp_path):
+    args = ["plugin", "new", "transport", "webhook", "--scheme", "https", "--dir", str(tmp_path)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code != 0 and "URL scheme 'https' is fr-edge's own" in out.output

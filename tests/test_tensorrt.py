@@ -412,6 +412,29 @@ def test_each_rule_of_the_static_check_can_fail():
     pool = helper.make_node("MaxPool", ["x"], ["y", "i"], kernel_shape=[2, 2], dilations=[2, 2])
     text = refused(_graph([pool], [x], [y, _tensor("i", TensorProto.INT64, None)]))
     assert "Indices output" in text and "dilations" in text
+    pool1d = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[2])
+    assert "2-D or 3-D pooling only" in refused(_graph([pool1d], [x], [y]))
+    odd = helper.make_node(
+        "Resize", ["x", "", "s"], ["y"], coordinate_transformation_mode="tf_crop_and_resize"
+    )
+    scales0 = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
+    assert "coordinate_transformation_mode 'tf_crop_and_resize' not supported" in refused(
+        _graph([odd], [x], [y], [scales0])
+    )
+    blocked = helper.make_node("DequantizeLinear", ["q", "sc"], ["y"], block_size=3, axis=0)
+    assert "INT8 block quantization" in refused(
+        _graph(
+            [blocked],
+            [],
+            [_tensor("y", 1, [3])],
+            [
+                numpy_helper.from_array(np.ones(3, np.int8), "q"),
+                numpy_helper.from_array(np.array([0.1], np.float32), "sc"),
+            ],
+            21,
+        ),
+        "10.3.0",
+    )
     resize = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic")
     scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "s")
     assert "mode 'cubic' not supported" in refused(_graph([resize], [x], [y], [scales]))
@@ -438,6 +461,28 @@ def test_each_rule_of_the_static_check_can_fail():
     assert "dynamic shape and no shape is given" in refused(dyn)
     assert refused(dyn, shapes={"x": (1, 3)}) == ""
     assert "does not fit" in refused(dyn, shapes={"x": (1, 4)})
+    # rules reach into control-flow bodies, and a Constant's value counts as a weight
+    inner = helper.make_graph(
+        [helper.make_node("Unique", ["x"], ["u"])], "then", [], [_tensor("u", 1, None)]
+    )
+    other = helper.make_graph(
+        [helper.make_node("Identity", ["x"], ["e"])], "else", [], [_tensor("e", 1, None)]
+    )
+    cond = numpy_helper.from_array(np.array(True), "c")
+    branchy = _graph(
+        [helper.make_node("If", ["c"], ["y"], then_branch=inner, else_branch=other)],
+        [x],
+        [y],
+        [cond],
+    )
+    assert "Unique 'u': not in TensorRT 10.3's operator list" in refused(branchy)
+    zc = helper.make_node(
+        "Constant", [], ["zc"], value=numpy_helper.from_array(np.array(5, np.int8))
+    )
+    deq_c = helper.make_node("DequantizeLinear", ["q", "sc", "zc"], ["y"])
+    assert "zero point must be 0" in refused(
+        _graph([zc, deq_c], [], [_tensor("y", 1, [3])], [q, scale])
+    )
     with pytest.raises(ValueError, match=r"no ONNX parser data for TensorRT 7\.1\.3: known"):
         compat.refusals(ok, "7.1.3")
 

@@ -137,24 +137,36 @@ class BrokerStore:
         detector: str | None = None,
         display_name: str | None = None,
     ) -> int:
-        vec = np.asarray(embedding, dtype="<f4").reshape(-1)
-        if not np.isfinite(vec).all() or not vec.any():
-            raise ValueError("embedding must be finite and non-zero")
+        version = self.enrol_many([(user_id, embedding, model, detector, display_name)])
+        assert version is not None
+        return version
+
+    def enrol_many(
+        self, items: list[tuple[str, np.ndarray, str, str | None, str | None]]
+    ) -> int | None:
+        """Enrol (user_id, embedding, model, detector, display_name) records in one
+        transaction: all of them, or none if any fails. Returns the last version."""
+        version = None
         with self.writer.begin() as conn:
-            key = conn.execute(
-                insert(changes).values(
-                    user_id=user_id,
-                    op="upsert",
-                    model=model,
-                    dim=int(vec.size),
-                    embedding=vec.tobytes(),
-                    detector=detector,
-                    display_name=display_name,
-                    created_at=_now(),
-                )
-            ).inserted_primary_key
-            assert key is not None
-            return int(key[0])
+            for user_id, embedding, model, detector, display_name in items:
+                vec = np.asarray(embedding, dtype="<f4").reshape(-1)
+                if not np.isfinite(vec).all() or not vec.any():
+                    raise ValueError(f"{user_id}: embedding must be finite and non-zero")
+                key = conn.execute(
+                    insert(changes).values(
+                        user_id=user_id,
+                        op="upsert",
+                        model=model,
+                        dim=int(vec.size),
+                        embedding=vec.tobytes(),
+                        detector=detector,
+                        display_name=display_name,
+                        created_at=_now(),
+                    )
+                ).inserted_primary_key
+                assert key is not None
+                version = int(key[0])
+        return version
 
     def remove(self, user_id: str) -> int | None:
         with self.writer.begin() as conn:

@@ -45,7 +45,16 @@ def _register(register: Any, name: str, component: str, config: str, cpu: str, w
     from fr_tensorrt import models
 
     def build(cfg: Any, ctx: Any) -> Any:
-        return getattr(models, component)(cfg, _accelerator(ctx))
+        accelerator = _accelerator(ctx)
+        try:
+            built = getattr(models, component)(cfg, accelerator)
+        except BaseException:  # an engine that cannot be built: free the GPU context now
+            close = getattr(accelerator, "close", None)
+            if callable(close):
+                close()
+            raise
+        built.accelerator = accelerator  # closed with the component (Component.close)
+        return built
 
     register(
         name,

@@ -85,6 +85,22 @@ def _attrs(node: Any) -> dict[str, Any]:
     return out
 
 
+def _all_graphs(graph: Any) -> Any:
+    """``graph`` and every graph nested in its nodes' attributes (If/Loop/Scan bodies)."""
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("g"):
+                yield from _all_graphs(a.g)
+            for g in a.graphs:
+                yield from _all_graphs(g)
+
+
+def _all_nodes(graph: Any) -> Any:
+    for g in _all_graphs(graph):
+        yield from g.node
+
+
 def refusals(
     model: Any, version: str, shapes: Mapping[str, tuple[int, ...]] | None = None
 ) -> list[str]:
@@ -102,10 +118,16 @@ def refusals(
         if o.domain in ("", "ai.onnx") and not low <= o.version <= high:
             errors.append(f"opset {o.version} outside {name}'s range {low}-{high}")
     graph = model.graph
-    inits = {i.name: i for i in graph.initializer}
-    constants = {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    nodes = list(_all_nodes(graph))  # control-flow bodies (If, Loop, Scan) included
+    inits = {i.name: i for g in _all_graphs(graph) for i in g.initializer}
+    for n in nodes:  # a Constant's value counts as an initializer (weights, zero points)
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    inits[n.output[0]] = a.t
+    constants = {o for n in nodes if n.op_type == "Constant" for o in n.output}
     ops = set(rel["ops"])
-    for node in graph.node:
+    for node in nodes:
         where = f"{node.op_type} {node.name or node.output[0]!r}"
         if node.domain not in ("", "ai.onnx"):
             errors.append(f"{where}: operator of domain {node.domain!r} ({name} parses ai.onnx)")

@@ -12,7 +12,7 @@ INT8 and the opset 21 of the originals.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from fr_cpu import yunet_post
@@ -30,6 +30,19 @@ from fr_tensorrt.runner import TrtModel
 YUNET_SIDE = 640
 
 
+class _Closes:
+    """TensorRT components own their accelerator (one CUDA owner thread and stream each):
+    ``close()`` releases it, so a component the engine stops or replaces frees the GPU."""
+
+    accelerator: Any = None
+
+    def close(self) -> None:
+        close = getattr(self.accelerator, "close", None)
+        if callable(close):
+            close()
+        self.accelerator = None
+
+
 class TrtConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -42,6 +55,9 @@ class TrtConfig(BaseModel):
         None, description="where engines are kept; default ~/.cache/fr-edge/engines"
     )
     workspace_mb: int = Field(256, ge=16, le=16384, description="builder workspace")
+
+    #: options of the engine alone: not handed to a ``fallback: cpu`` component
+    FALLBACK_EXCLUDE: ClassVar[tuple[str, ...]] = ("precision", "cache_dir", "workspace_mb")
 
 
 class YuNetTrtConfig(TrtConfig):
@@ -67,7 +83,7 @@ def _model(
     )
 
 
-class YuNetTrt:
+class YuNetTrt(_Closes):
     def __init__(self, config: YuNetTrtConfig, accelerator: Any, trt: Any = None) -> None:
         self.config = config
         self.model = _model(
@@ -114,7 +130,7 @@ class YuNetTrt:
         ]
 
 
-class SFaceTrt:
+class SFaceTrt(_Closes):
     model_name = "SFace"  # the same embeddings as fr_cpu's sface: one gallery serves both
     dim = 128
 
@@ -156,8 +172,11 @@ class EmotionTrtConfig(TrtConfig):
     margin: float = Field(0.1, ge=0.0, le=1.0)
     onnx_cache_dir: Path | None = Field(None, description="where the converted ONNX is kept")
 
+    #: the CPU analyzer's cache_dir is this onnx_cache_dir (this cache_dir holds engines)
+    FALLBACK_RENAME: ClassVar[dict[str, str]] = {"onnx_cache_dir": "cache_dir"}
 
-class EmotionTrt:
+
+class EmotionTrt(_Closes):
     name = "emotion"
 
     def __init__(self, config: EmotionTrtConfig, accelerator: Any, trt: Any = None) -> None:
@@ -175,8 +194,10 @@ class LivenessTrtConfig(LivenessConfig):
     cache_dir: Path | None = Field(None, description="where engines are kept")
     workspace_mb: int = Field(256, ge=16, le=16384)
 
+    FALLBACK_EXCLUDE: ClassVar[tuple[str, ...]] = ("precision", "cache_dir", "workspace_mb")
 
-class LivenessTrt:
+
+class LivenessTrt(_Closes):
     """The ``liveness`` analyzer's two MiniFASNet models as TensorRT engines, built from the
     same ONNX translations; the same crops and the same decision (fr_cpu.liveness)."""
 
