@@ -7,38 +7,92 @@ The names the original IoT integration module exported are importable from here:
 Plugins implement hooks marked with :data:`hookimpl` (see docs/plugin_hooks.md).
 """
 
-from fr_core.client import IoTClient, IoTClientConfig
-from fr_core.errors import (
-    ComponentUnavailableError,
-    ConfigError,
-    FrEdgeError,
-    PluginError,
-    TransportAuthError,
-    TransportError,
-    TransportProtocolError,
-    TransportTLSError,
-    TransportUnavailable,
-    UnknownComponentError,
-)
-from fr_core.events import (
-    EMOTION_CODES,
-    EmotionEvent,
-    FacialIdEvent,
-    distance_to_confidence,
-    parse_event,
-)
-from fr_core.hookspecs import hookimpl
-from fr_core.imaging import compress_image_for_event
-from fr_core.storage import (
-    DatabaseManager,
-    DevModeError,
-    OutboxFullError,
-    OutboxPolicy,
-    StorageError,
-    SyncError,
-)
-from fr_core.sync import SyncManager, SyncManagerFactory
-from fr_core.validator import EventValidator
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
+    from fr_core.client import IoTClient, IoTClientConfig
+    from fr_core.errors import (
+        ComponentUnavailableError,
+        ConfigError,
+        FrEdgeError,
+        PluginError,
+        TransportAuthError,
+        TransportError,
+        TransportProtocolError,
+        TransportTLSError,
+        TransportUnavailable,
+        UnknownComponentError,
+    )
+    from fr_core.events import (
+        EMOTION_CODES,
+        EmotionEvent,
+        FacialIdEvent,
+        distance_to_confidence,
+        parse_event,
+    )
+    from fr_core.hookspecs import hookimpl
+    from fr_core.imaging import compress_image_for_event
+    from fr_core.storage import (
+        DatabaseManager,
+        DevModeError,
+        OutboxFullError,
+        OutboxPolicy,
+        StorageError,
+        SyncError,
+    )
+    from fr_core.sync import SyncManager, SyncManagerFactory
+    from fr_core.validator import EventValidator
+
+#: name -> module that defines it. Loaded on first access (PEP 562), so importing a part of
+#: fr_core (a plugin's ``from fr_core import hookimpl``, the pytest plugin) does not import
+#: the whole engine, storage and client.
+_LAZY = {
+    "IoTClient": "fr_core.client",
+    "IoTClientConfig": "fr_core.client",
+    "ComponentUnavailableError": "fr_core.errors",
+    "ConfigError": "fr_core.errors",
+    "FrEdgeError": "fr_core.errors",
+    "PluginError": "fr_core.errors",
+    "TransportAuthError": "fr_core.errors",
+    "TransportError": "fr_core.errors",
+    "TransportProtocolError": "fr_core.errors",
+    "TransportTLSError": "fr_core.errors",
+    "TransportUnavailable": "fr_core.errors",
+    "UnknownComponentError": "fr_core.errors",
+    "EMOTION_CODES": "fr_core.events",
+    "EmotionEvent": "fr_core.events",
+    "FacialIdEvent": "fr_core.events",
+    "distance_to_confidence": "fr_core.events",
+    "parse_event": "fr_core.events",
+    "hookimpl": "fr_core.hookspecs",
+    "compress_image_for_event": "fr_core.imaging",
+    "DatabaseManager": "fr_core.storage",
+    "DevModeError": "fr_core.storage",
+    "OutboxFullError": "fr_core.storage",
+    "OutboxPolicy": "fr_core.storage",
+    "StorageError": "fr_core.storage",
+    "SyncError": "fr_core.storage",
+    "SyncManager": "fr_core.sync",
+    "SyncManagerFactory": "fr_core.sync",
+    "EventValidator": "fr_core.validator",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fr_core' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -12,25 +12,38 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
-from fr_core.plugins import PluginManager, Registry, get_plugin_manager
 from fr_core.testing import require, shared_data_dir, shared_models_dir
+
+if TYPE_CHECKING:
+    from fr_core.plugins import PluginManager, Registry
+
+# This module loads into every pytest run where fr-edge is installed (a pytest11 entry
+# point): the plugin machinery is imported by the fixtures that use it, not here, so a run
+# that uses none of them pays nothing for it.
 
 
 @pytest.fixture
 def fr_plugin_manager() -> PluginManager:
+    from fr_core.plugins import get_plugin_manager
+
     return get_plugin_manager()
 
 
 @pytest.fixture
 def fr_registry(fr_plugin_manager: PluginManager) -> Registry:
+    from fr_core.plugins import Registry
+
     return Registry(fr_plugin_manager)
 
 
 @pytest.fixture
 def fr_add_plugin(fr_plugin_manager: PluginManager) -> Iterator[Callable[..., Registry]]:
+    from fr_core.plugins import Registry
+
     added: list[str] = []
 
     def add(plugin: object, name: str | None = None) -> Registry:
