@@ -37,13 +37,21 @@ $(STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
 # A second virtualenv with JetPack 6's OpenCV (4.8.1, on PyPI) and numpy < 2: the CPU
 # plugin's tests run there too, so the CPU plugin (the TensorRT plugin's fallback) is known
 # to work on the OpenCV a Jetson has.
+# OpenCV 4.8 needs numpy < 2, which has no wheels for Python >= 3.13: that venv uses
+# $(PYTHON) when it is 3.10-3.12, else the newest python3.12/3.11/3.10 found (override with
+# PYTHON_CV48=...).
 CV48 := .venv-cv48
 CV48_STAMP := $(CV48)/.fr-edge-installed
 OPENCV48 := opencv-python-headless==4.8.1.78
+PYTHON_CV48 ?= $(shell for p in $(PYTHON) python3.12 python3.11 python3.10; do \
+  $$p -c 'import sys; sys.exit(not (3, 10) <= sys.version_info[:2] <= (3, 12))' 2>/dev/null \
+  && { echo $$p; break; }; done)
 venv-cv48: $(CV48_STAMP)
 
 $(CV48_STAMP): pyproject.toml tests/plugin_dist/pyproject.toml Makefile
-	@[ -x $(CV48)/bin/python ] || $(PYTHON) -m venv $(CV48)
+	@[ -n "$(PYTHON_CV48)" ] || { echo "the OpenCV 4.8 venv needs Python 3.10-3.12 (numpy<2): \
+	install python3.12 (or set PYTHON_CV48) and run make test again"; exit 1; }
+	@[ -x $(CV48)/bin/python ] || $(PYTHON_CV48) -m venv $(CV48)
 	$(CV48)/bin/python -m pip install -q --upgrade pip
 	$(CV48)/bin/python -m pip install -q -e '.[cpu,mqtt,emotion,dev]' -e tests/plugin_dist \
 	  '$(OPENCV48)' 'numpy<2'
