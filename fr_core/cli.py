@@ -344,13 +344,11 @@ def _component(cfg: AppConfig, registry: Any, key: str, default: str) -> Any:
     from fr_core.plugins import BuildContext
 
     block = getattr(cfg, key)
-    return registry.create(
-        ComponentKind(key),
-        block.plugin if block else default,
-        block.options if block else {},
-        BuildContext(registry=registry, app_config=cfg),
-        path=key,
-    )
+    ctx = BuildContext(registry=registry, app_config=cfg)
+    if block is None:
+        return registry.create(ComponentKind(key), default, {}, ctx, path=key)
+    component, _ = registry.create_block(ComponentKind(key), block, ctx, path=key)
+    return component  # with its fallback, as fr-edge run would run it
 
 
 def _face_models(cfg: AppConfig, registry: Any) -> tuple[Any, Any, str]:

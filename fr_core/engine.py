@@ -24,7 +24,6 @@ tracker, embedder, matcher, EventValidator) plug in there.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,6 @@ from fr_core.errors import FrEdgeError
 from fr_core.events import AnyEvent, parse_event
 from fr_core.faults import EventSpool, RateLimitedLog
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
-from fr_core.logsetup import redact
 from fr_core.plugins import BuildContext, Registry
 
 log = logging.getLogger(__name__)
@@ -137,40 +135,18 @@ class Engine:
 
     def _create(self, ctx: BuildContext, path: str, kind: ComponentKind, block: Any) -> Any:
         """Build one component; if it cannot start and its block names a ``fallback``, build
-        that instead, say so loudly and keep it in :attr:`fallbacks` (heartbeats, metrics)."""
-        try:
-            return self.registry.create(kind, block.plugin, self._options[path], ctx, path=path)
-        except FrEdgeError as exc:
-            if block.fallback is None:
-                raise
-            name, _ = self.registry.fallback_of(kind, block, path)
-            reason = str(exc)
-            log.error(
-                "%s: %s %r cannot start (%s); running %r instead (fallback)",
-                path,
-                kind.value,
-                block.plugin,
-                reason,
-                name,
-            )
-            try:
-                component = self.registry.create(
-                    kind, name, self._options[f"{path}.fallback"], ctx, path=f"{path}.fallback"
-                )
-            except FrEdgeError as second:
-                raise type(second)(
-                    f"{path}: {kind.value} {block.plugin!r} cannot start ({reason}); its "
-                    f"fallback {name!r} cannot start either ({second})"
-                ) from None
-            self.fallbacks[path] = {
-                "configured": block.plugin,
-                "running": name,
-                # heartbeats leave the device: no secret, no echoed config input
-                "reason": re.sub(r"input_value=('[^']*'|\S+)", "input_value=...", redact(reason))[
-                    :500
-                ],
-            }
-            return component
+        that instead (logged) and keep it in :attr:`fallbacks` (heartbeats, metrics)."""
+        component, fallback = self.registry.create_block(
+            kind,
+            block,
+            ctx,
+            path=path,
+            options=self._options[path],
+            fallback_options=self._options.get(f"{path}.fallback"),
+        )
+        if fallback is not None:
+            self.fallbacks[path] = fallback
+        return component
 
     @property
     def camera(self) -> Any:

@@ -95,9 +95,13 @@ class EnrolmentKit:
         parts = []
         for key, default in (("detector", "yunet"), ("embedder", "sface")):
             block = getattr(config, key, None) if config is not None else None
-            name = block.plugin if block is not None else default
-            options = block.options if block is not None else {}
-            parts.append((name, registry.create(ComponentKind(key), name, options, ctx, path=key)))
+            if block is None:
+                component = registry.create(ComponentKind(key), default, {}, ctx, path=key)
+                parts.append((default, component))
+                continue
+            # as a device builds it, fallback included (the name is what actually runs)
+            component, fallback = registry.create_block(ComponentKind(key), block, ctx, path=key)
+            parts.append((fallback["running"] if fallback else block.plugin, component))
         (det_name, detector), (_, embedder) = parts
         return cls(detector, embedder, det_name, **rules)
 

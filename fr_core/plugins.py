@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib.metadata as md
 import logging
 import os
+import re
 import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,10 +29,12 @@ from fr_core import hookspecs
 from fr_core.errors import (
     ComponentUnavailableError,
     ConfigError,
+    FrEdgeError,
     PluginError,
     UnknownComponentError,
 )
 from fr_core.interfaces import PROTOCOLS, ComponentKind
+from fr_core.logsetup import redact
 
 log = logging.getLogger(__name__)
 
@@ -312,6 +315,48 @@ class Registry:
             if reg.url_schemes and scheme in reg.url_schemes:
                 return reg.name, bool(reg.url_schemes[scheme])
         return None
+
+    def create_block(
+        self,
+        kind: ComponentKind,
+        block: Any,
+        context: BuildContext | None = None,
+        *,
+        path: str = "",
+        options: Mapping[str, Any] | BaseModel | None = None,
+        fallback_options: Mapping[str, Any] | BaseModel | None = None,
+    ) -> tuple[Any, dict[str, str] | None]:
+        """Build a config block's component; if it cannot start and the block names a
+        ``fallback``, build that instead and say so (logged). Returns (component, None) or
+        (fallback component, {"configured", "running", "reason"}); when both fail, the error
+        names both failures. ``options``: already validated options of the block."""
+        primary = block.options if options is None else options
+        try:
+            return self.create(kind, block.plugin, primary, context, path=path), None
+        except FrEdgeError as exc:
+            if block.fallback is None:
+                raise
+            name, inherited = self.fallback_of(kind, block, path)
+            reason = str(exc)
+            log.error(
+                "%s: %s %r cannot start (%s); running %r instead (fallback)",
+                path or kind.value,
+                kind.value,
+                block.plugin,
+                reason,
+                name,
+            )
+            chosen = inherited if fallback_options is None else fallback_options
+            try:
+                component = self.create(kind, name, chosen, context, path=f"{path}.fallback")
+            except FrEdgeError as second:
+                raise type(second)(
+                    f"{path or kind.value}: {kind.value} {block.plugin!r} cannot start "
+                    f"({reason}); its fallback {name!r} cannot start either ({second})"
+                ) from None
+            # reported in heartbeats, which leave the device: no secret, no echoed input
+            masked = re.sub(r"input_value=('[^']*'|\S+)", "input_value=...", redact(reason))
+            return component, {"configured": block.plugin, "running": name, "reason": masked[:500]}
 
     def fallback_of(
         self, kind: ComponentKind, block: Any, path: str = ""

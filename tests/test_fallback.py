@@ -128,3 +128,15 @@ def test_a_failing_fallback_names_both_failures(monkeypatch):
         r"TensorRT is not installed.*\); its fallback 'yunet' cannot start either",
     ):
         eng.start()
+
+
+def test_cli_commands_build_components_with_their_fallback(caplog):
+    """fr-edge sync, enroll, calibrate... build the config's components as fr-edge run does,
+    fallback included: on a Jetson whose engine cannot be built they still work."""
+    from fr_core.cli import _component
+
+    cfg = default_config(embedder={"plugin": "sface_trt", "fallback": "cpu"})
+    with caplog.at_level(logging.ERROR):
+        embedder = _component(cfg, REGISTRY, "embedder", "sface")
+    assert type(embedder).__name__ == "SFaceEmbedder"
+    assert "running 'sface' instead (fallback)" in caplog.text
