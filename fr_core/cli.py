@@ -30,6 +30,7 @@ import click
 
 from fr_core import __version__
 from fr_core.config import AppConfig, load_config, validate_components
+from fr_core.enrolment import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.logsetup import register_secret, setup_logging
 from fr_core.plugins import DISABLE_ENV, build_registry
@@ -377,25 +378,31 @@ def _galleries(db: Any) -> dict[str, tuple[list[str], Any]]:
     return {m: (ids[m], np.concatenate(blocks[m])) for m in ids}
 
 
+def enrolment_rule_options(f: Any) -> Any:
+    """--min-face and --min-sharpness: the enrolment quality rules, one definition for
+    `fr-edge enroll` and `fr-edge embed` (defaults: fr_core.enrolment's)."""
+    f = click.option(
+        "--min-sharpness",
+        type=click.FloatRange(min=0),
+        default=DEFAULT_MIN_SHARPNESS,
+        show_default=True,
+        help="Least sharpness (variance of the Laplacian of the aligned 112 px face crop).",
+    )(f)
+    return click.option(
+        "--min-face",
+        type=click.IntRange(min=16),
+        default=DEFAULT_MIN_FACE,
+        show_default=True,
+        help="Least face size in pixels (shorter side of the box).",
+    )(f)
+
+
 @main.command()
 @device_config_option
 @click.argument("user_id")
 @click.argument("photo", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 @click.option("--name", "display_name", help="Display name (stored: dev mode only).")
-@click.option(
-    "--min-face",
-    type=click.IntRange(min=16),
-    default=80,
-    show_default=True,
-    help="Least face size in pixels (shorter side of the box).",
-)
-@click.option(
-    "--min-sharpness",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    help="Least sharpness (variance of the Laplacian of the 112 px face crop).",
-)
+@enrolment_rule_options
 @click.option(
     "--allow-similar",
     is_flag=True,
@@ -517,20 +524,7 @@ def _photo_list(paths: tuple[Path, ...], ids_file: Path | None) -> list[tuple[Pa
 @click.option(
     "--out", type=click.Path(dir_okay=False, path_type=Path), help="Output file (default: stdout)."
 )
-@click.option(
-    "--min-face",
-    type=click.IntRange(min=16),
-    default=80,
-    show_default=True,
-    help="Least face size in pixels (shorter side of the box), as fr-edge enroll.",
-)
-@click.option(
-    "--min-sharpness",
-    type=click.FloatRange(min=0),
-    default=60.0,
-    show_default=True,
-    help="Least sharpness (variance of the Laplacian of the 112 px crop), as fr-edge enroll.",
-)
+@enrolment_rule_options
 @click.option(
     "--check",
     "check_file",

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from fr_core.config import AppConfig
-from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind, ReadStatus
 
 SEVERITY = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
@@ -98,16 +97,15 @@ def check_components(cfg: AppConfig, registry: Any, gating: list[str] | None = N
             continue
 
         def build(path: str = path, kind: ComponentKind = kind, block: Any = block) -> Any:
+            # built as the engine builds it, fallback included (Registry.create_block)
+            comp, fallback = registry.create_block(kind, block, ctx, path=path, log_fallback=False)
             status, detail = "ok", f"{block.plugin} loaded"
-            try:
-                comp = registry.create(kind, block.plugin, block.options, ctx, path=path)
-            except FrEdgeError as exc:
-                if block.fallback is None:
-                    raise
-                name, options = registry.fallback_of(kind, block, path)
-                comp = registry.create(kind, name, options, ctx, path=f"{path}.fallback")
+            if fallback is not None:
                 status = "warn"
-                detail = f"{block.plugin} cannot start ({exc}); its fallback {name} loaded"
+                detail = (
+                    f"{block.plugin} cannot start ({fallback['reason']}); its fallback "
+                    f"{fallback['running']} loaded"
+                )
             if gating is not None and getattr(comp, "gates_identity", False):
                 gating.append(path)
             close = getattr(comp, "close", None)

@@ -325,11 +325,13 @@ class Registry:
         path: str = "",
         options: Mapping[str, Any] | BaseModel | None = None,
         fallback_options: Mapping[str, Any] | BaseModel | None = None,
+        log_fallback: bool = True,
     ) -> tuple[Any, dict[str, str] | None]:
         """Build a config block's component; if it cannot start and the block names a
         ``fallback``, build that instead and say so (logged). Returns (component, None) or
         (fallback component, {"configured", "running", "reason"}); when both fail, the error
-        names both failures. ``options``: already validated options of the block."""
+        names both failures. ``options``: already validated options of the block;
+        ``log_fallback=False`` for a caller that reports the fallback itself (doctor)."""
         primary = block.options if options is None else options
         try:
             return self.create(kind, block.plugin, primary, context, path=path), None
@@ -338,7 +340,7 @@ class Registry:
                 raise
             name, inherited = self.fallback_of(kind, block, path)
             reason = str(exc)
-            log.error(
+            (log.error if log_fallback else log.debug)(
                 "%s: %s %r cannot start (%s); running %r instead (fallback)",
                 path or kind.value,
                 kind.value,
