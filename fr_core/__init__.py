@@ -13,7 +13,17 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
-    from fr_core.client import IoTClient, IoTClientConfig
+    from fr_core.delivery.client import IoTClient, IoTClientConfig
+    from fr_core.delivery.events import (
+        EMOTION_CODES,
+        EmotionEvent,
+        FacialIdEvent,
+        distance_to_confidence,
+        parse_event,
+    )
+    from fr_core.delivery.imaging import compress_image_for_event
+    from fr_core.delivery.validator import EventValidator
+    from fr_core.enrolment.sync import SyncManager, SyncManagerFactory
     from fr_core.errors import (
         ComponentUnavailableError,
         ConfigError,
@@ -26,15 +36,7 @@ if TYPE_CHECKING:  # the names below, for type checkers; at run time they load o
         TransportUnavailable,
         UnknownComponentError,
     )
-    from fr_core.events import (
-        EMOTION_CODES,
-        EmotionEvent,
-        FacialIdEvent,
-        distance_to_confidence,
-        parse_event,
-    )
     from fr_core.hookspecs import hookimpl
-    from fr_core.imaging import compress_image_for_event
     from fr_core.storage import (
         DatabaseManager,
         DevModeError,
@@ -43,15 +45,13 @@ if TYPE_CHECKING:  # the names below, for type checkers; at run time they load o
         StorageError,
         SyncError,
     )
-    from fr_core.sync import SyncManager, SyncManagerFactory
-    from fr_core.validator import EventValidator
 
 #: name -> module that defines it. Loaded on first access (PEP 562), so importing a part of
 #: fr_core (a plugin's ``from fr_core import hookimpl``, the pytest plugin) does not import
 #: the whole engine, storage and client.
 _LAZY = {
-    "IoTClient": "fr_core.client",
-    "IoTClientConfig": "fr_core.client",
+    "IoTClient": "fr_core.delivery.client",
+    "IoTClientConfig": "fr_core.delivery.client",
     "ComponentUnavailableError": "fr_core.errors",
     "ConfigError": "fr_core.errors",
     "FrEdgeError": "fr_core.errors",
@@ -62,22 +62,22 @@ _LAZY = {
     "TransportTLSError": "fr_core.errors",
     "TransportUnavailable": "fr_core.errors",
     "UnknownComponentError": "fr_core.errors",
-    "EMOTION_CODES": "fr_core.events",
-    "EmotionEvent": "fr_core.events",
-    "FacialIdEvent": "fr_core.events",
-    "distance_to_confidence": "fr_core.events",
-    "parse_event": "fr_core.events",
+    "EMOTION_CODES": "fr_core.delivery.events",
+    "EmotionEvent": "fr_core.delivery.events",
+    "FacialIdEvent": "fr_core.delivery.events",
+    "distance_to_confidence": "fr_core.delivery.events",
+    "parse_event": "fr_core.delivery.events",
     "hookimpl": "fr_core.hookspecs",
-    "compress_image_for_event": "fr_core.imaging",
+    "compress_image_for_event": "fr_core.delivery.imaging",
     "DatabaseManager": "fr_core.storage",
     "DevModeError": "fr_core.storage",
     "OutboxFullError": "fr_core.storage",
     "OutboxPolicy": "fr_core.storage",
     "StorageError": "fr_core.storage",
     "SyncError": "fr_core.storage",
-    "SyncManager": "fr_core.sync",
-    "SyncManagerFactory": "fr_core.sync",
-    "EventValidator": "fr_core.validator",
+    "SyncManager": "fr_core.enrolment.sync",
+    "SyncManagerFactory": "fr_core.enrolment.sync",
+    "EventValidator": "fr_core.delivery.validator",
 }
 
 

@@ -1,3 +1,3 @@
-from fr_core.cli import main
+from fr_core.app.cli import main
 
 main(prog_name="fr-edge")

@@ -33,10 +33,10 @@ from pydantic import (
     model_validator,
 )
 
-from fr_core.emotions import EmotionSettings
+from fr_core.app.metrics import MetricsSettings
 from fr_core.errors import ConfigError
 from fr_core.interfaces import ComponentKind
-from fr_core.metrics import MetricsSettings
+from fr_core.pipeline.emotions import EmotionSettings
 
 API_KEY_ENV = "FR_API_KEY"
 SECRET_WORDS = ("api_key", "password", "secret", "token", "passphrase", "private_key")

@@ -12,11 +12,21 @@ Bounding boxes are ``(x, y, w, h)`` in pixels of the frame they came from.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+
+if TYPE_CHECKING:  # the storage value types; fr_core.storage imports this module
+    from fr_core.enrolment.syncpage import ChangesPage
+    from fr_core.storage import (
+        ApplyResult,
+        Enrollment,
+        OutboxItem,
+        OutboxStats,
+        SyncState,
+    )
 
 
 class ComponentKind(str, enum.Enum):
@@ -137,10 +147,10 @@ class Embedder(Protocol):
 class Matcher(Protocol):
     """Nearest-neighbour search over the enrolled embeddings, one gallery per model name.
 
-    Who a face is, is decided by :func:`fr_core.decision.decide` on what ``identify``
+    Who a face is, is decided by :func:`fr_core.pipeline.decision.decide` on what ``identify``
     returns: the nearest enrolments, not thresholded, and the
-    :class:`~fr_core.decision.OperatingPoint` of the same gallery snapshot. A matcher
-    recomputes that point with :func:`fr_core.decision.calibrate` whenever its gallery
+    :class:`~fr_core.pipeline.decision.OperatingPoint` of the same gallery snapshot. A matcher
+    recomputes that point with :func:`fr_core.pipeline.decision.calibrate` whenever its gallery
     changes and publishes both in one step (docs/writing_plugins.md, "Matchers").
     """
 
@@ -155,7 +165,7 @@ class Matcher(Protocol):
         """The ``k`` nearest enrolments that reach the operating point, nearest first."""
 
     def identify(self, model: str, embedding: np.ndarray, k: int = 1) -> Any:
-        """:class:`fr_core.decision.Candidates`: the ``k`` nearest, unthresholded, and the
+        """:class:`fr_core.pipeline.decision.Candidates`: the ``k`` nearest, unthresholded, and the
         operating point of the gallery they came from."""
 
 
@@ -202,13 +212,13 @@ class Storage(Protocol):
 
     def delete_enrollment(self, user_id: str) -> bool: ...
 
-    def get_enrollment(self, user_id: str) -> Any: ...
+    def get_enrollment(self, user_id: str) -> Enrollment | None: ...
 
     def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]: ...
 
-    def iter_enrollments(self, model: str | None, batch: int) -> Any: ...
+    def iter_enrollments(self, model: str | None, batch: int) -> Iterator[Enrollment]: ...
 
-    def iter_embedding_blocks(self, batch: int) -> Any: ...
+    def iter_embedding_blocks(self, batch: int) -> Iterator[tuple[str, list[str], np.ndarray]]: ...
 
     def count_enrollments(self) -> dict[str, int]: ...
 
@@ -216,9 +226,9 @@ class Storage(Protocol):
 
     def set_config(self, key: str, value: str) -> None: ...
 
-    def get_sync_state(self) -> Any: ...
+    def get_sync_state(self) -> SyncState: ...
 
-    def apply_changes(self, page: Any) -> Any:
+    def apply_changes(self, page: ChangesPage) -> ApplyResult:
         """Apply one validated sync page in one transaction (see docs/broker-api.md)."""
 
     def record_sync_attempt(self, error: str | None) -> None: ...
@@ -233,7 +243,7 @@ class Storage(Protocol):
 
     def outbox_append_many(self, events: Sequence[Mapping[str, Any]]) -> None: ...
 
-    def outbox_claim(self, limit: int, lease_seconds: float) -> list[Any]: ...
+    def outbox_claim(self, limit: int, lease_seconds: float) -> list[OutboxItem]: ...
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int: ...
 
@@ -241,7 +251,7 @@ class Storage(Protocol):
 
     def outbox_release_claims(self) -> int: ...
 
-    def outbox_stats(self) -> Any: ...
+    def outbox_stats(self) -> OutboxStats: ...
 
     def integrity_check(self) -> str: ...
 

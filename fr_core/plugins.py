@@ -26,6 +26,7 @@ import pluggy
 from pydantic import BaseModel, ValidationError
 
 from fr_core import hookspecs
+from fr_core.config import format_validation_error
 from fr_core.errors import (
     ComponentUnavailableError,
     ConfigError,
@@ -422,8 +423,6 @@ class Registry:
         try:
             return reg.config_model.model_validate(dict(options))
         except ValidationError as exc:
-            from fr_core.config import format_validation_error
-
             problems = format_validation_error(exc, prefix=path, model=reg.config_model)
             text = "; ".join(f"{p}: {m}" for p, m in problems)
             raise ConfigError(

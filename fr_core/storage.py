@@ -21,6 +21,8 @@ from typing import Any, Literal
 import numpy as np
 
 from fr_core.errors import FrEdgeError
+from fr_core.interfaces import ComponentKind, Storage
+from fr_core.plugins import BuildContext, build_registry
 
 MAX_DIM = 4096
 USER_ID_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")
@@ -219,9 +221,6 @@ class DatabaseManager:
         outbox_policy: OutboxPolicy | None = None,
         registry: Any = None,
     ) -> None:
-        from fr_core.interfaces import ComponentKind
-        from fr_core.plugins import build_registry
-
         self.path = str(path)
         self.dev_mode = bool(dev_mode)
         reg = registry or build_registry()
@@ -233,14 +232,12 @@ class DatabaseManager:
                 "max_age_seconds": outbox_policy.max_age_seconds,
                 "when_full": outbox_policy.when_full,
             }
-        self.storage: Any = reg.create(ComponentKind.STORAGE, storage, options)
+        self.storage: Storage = reg.create(ComponentKind.STORAGE, storage, options)
 
     @classmethod
     def from_config(cls, config: Any, registry: Any = None) -> DatabaseManager:
         """The database a device config describes: its ``storage`` block (default: the
         ``sqlite`` plugin) at ``db_path``, in the config's ``dev_mode``."""
-        from fr_core.interfaces import ComponentKind
-        from fr_core.plugins import BuildContext, build_registry
 
         reg = registry or build_registry()
         block = config.storage
@@ -275,8 +272,7 @@ class DatabaseManager:
 
     def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]:
         """``{user_id: embedding}`` for matching (optionally of one model only)."""
-        result: dict[str, np.ndarray] = self.storage.get_all_enrollments(model)
-        return result
+        return self.storage.get_all_enrollments(model)
 
     # --- what the rest of the device needs ---
 
@@ -300,11 +296,10 @@ class DatabaseManager:
 
     def delete_enrollment(self, user_id: str) -> bool:
         """Delete a user's embedding for real (the bytes are overwritten); True if it existed."""
-        return bool(self.storage.delete_enrollment(user_id))
+        return self.storage.delete_enrollment(user_id)
 
     def get_enrollment(self, user_id: str) -> Enrollment | None:
-        result: Enrollment | None = self.storage.get_enrollment(user_id)
-        return result
+        return self.storage.get_enrollment(user_id)
 
     def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
         """Stream every enrolment (constant memory), ordered by user_id."""
@@ -319,26 +314,23 @@ class DatabaseManager:
 
     def count_enrollments(self) -> dict[str, int]:
         """Enrolments per model."""
-        result: dict[str, int] = self.storage.count_enrollments()
-        return result
+        return self.storage.count_enrollments()
 
     def get_config(self, key: str, default: str | None = None) -> str | None:
-        result: str | None = self.storage.get_config(key, default)
-        return result
+        return self.storage.get_config(key, default)
 
     def set_config(self, key: str, value: str) -> None:
         self.storage.set_config(key, value)
 
     def get_sync_state(self) -> SyncState:
-        result: SyncState = self.storage.get_sync_state()
-        return result
+        return self.storage.get_sync_state()
 
     # --- sync (used by SyncManager) ---
 
     def apply_changes(self, page: Any) -> ApplyResult:
-        """Apply one validated sync page (:class:`fr_core.syncpage.ChangesPage`) atomically."""
-        result: ApplyResult = self.storage.apply_changes(page)
-        return result
+        """Apply one validated sync page atomically
+        (:class:`fr_core.enrolment.syncpage.ChangesPage`)."""
+        return self.storage.apply_changes(page)
 
     def record_sync_attempt(self, error: str | None) -> None:
         self.storage.record_sync_attempt(error)
@@ -363,11 +355,10 @@ class DatabaseManager:
         self.storage.outbox_append_many(events)
 
     def outbox_claim(self, limit: int = 100, lease_seconds: float = 60.0) -> list[OutboxItem]:
-        result: list[OutboxItem] = self.storage.outbox_claim(limit, lease_seconds)
-        return result
+        return self.storage.outbox_claim(limit, lease_seconds)
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
-        return int(self.storage.outbox_ack(event_ids))
+        return self.storage.outbox_ack(event_ids)
 
     def outbox_fail(self, event_ids: Sequence[str], error: str, retry_in: float) -> None:
         self.storage.outbox_fail(event_ids, error, retry_in)
@@ -387,14 +378,13 @@ class DatabaseManager:
     def outbox_release_claims(self) -> int:
         """End every lease (claims of a worker that died); returns how many were held. A
         worker calls this when it starts: there is one worker per database."""
-        return int(self.storage.outbox_release_claims())
+        return self.storage.outbox_release_claims()
 
     def outbox_stats(self) -> OutboxStats:
-        result: OutboxStats = self.storage.outbox_stats()
-        return result
+        return self.storage.outbox_stats()
 
     def integrity_check(self) -> str:
-        return str(self.storage.integrity_check())
+        return self.storage.integrity_check()
 
     def close(self) -> None:
         self.storage.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fr_core.cli import main
+from fr_core.app.cli import main
 
 from .conftest import REPO
 

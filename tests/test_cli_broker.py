@@ -14,7 +14,7 @@ import numpy as np
 from click.testing import CliRunner
 
 from fr_core import DatabaseManager, IoTClient, IoTClientConfig, SyncManager
-from fr_core.cli import main
+from fr_core.app.cli import main
 
 from .conftest import REPO
 
@@ -115,10 +115,10 @@ def test_serve_needs_a_key(tmp_path, monkeypatch):
 
 def test_bridge_command_serves_mqtt_through_a_running_mosquitto(tmp_path):
     from fr_core import FacialIdEvent
+    from fr_core.broker.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import build_registry
     from fr_core.testing import require, wait_for
-    from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
 
     require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
     data = tmp_path / "b"

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-import fr_core.cli
+import fr_core.app.cli
 from fr_core import DatabaseManager, hookimpl
-from fr_core.cli import main
+from fr_core.app.cli import main
 from fr_core.plugins import build_registry
 from fr_core.testing.syncsource import LoopbackTransport, MemoryBroker
 
@@ -26,7 +26,7 @@ class MemoryTransportPlugin:
 @pytest.fixture
 def cli(monkeypatch, tmp_path):
     monkeypatch.setattr(
-        fr_core.cli,
+        fr_core.app.cli,
         "build_registry",
         lambda: build_registry(extra_plugins=[("loopback", MemoryTransportPlugin())]),
     )

@@ -315,7 +315,7 @@ def test_config_check_runs_the_file_checks_building_would(tmp_path):
     was "valid" until the device started; now config check says so, without connecting."""
     from click.testing import CliRunner
 
-    from fr_core.cli import main
+    from fr_core.app.cli import main
 
     path = tmp_path / "device.yaml"
     path.write_text(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from fr_core.broker import MqttBroker
+from fr_core.broker.mosquitto import mosquitto_binary
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
 from fr_core.testing import require
 from fr_core.testing.conformance import TransportConformance
-from fr_core.testing.mosquitto import mosquitto_binary
-from fr_core.testing.mqtt_bridge import MqttBroker
 
 REGISTRY = build_registry()
 

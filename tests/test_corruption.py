@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import event
 
 from fr_core import DatabaseManager, OutboxPolicy, StorageError, SyncManager
-from fr_core.outbox import OutboxWorker
+from fr_core.delivery.outbox import OutboxWorker
 from fr_core.testing.syncsource import MemoryBroker
 
 rng = np.random.default_rng(7)

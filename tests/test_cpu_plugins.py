@@ -8,8 +8,8 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from fr_cpu import reads_int8bq, version_problem
 from fr_cpu.models import KNOWN_MODELS, graph_file, resolve_model
+from fr_cpu.opencv import reads_int8bq, version_problem
 
 from fr_core import FrEdgeError, PluginError
 from fr_core.interfaces import ComponentKind, Detector, Embedder
@@ -127,7 +127,7 @@ def test_bad_frames(detector):
 def test_broker_enrols_from_a_photo(fr_data, tmp_path):
     from click.testing import CliRunner
 
-    from fr_core.cli import main
+    from fr_core.app.cli import main
 
     data = str(tmp_path / "b")
     out = CliRunner().invoke(

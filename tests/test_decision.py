@@ -1,4 +1,4 @@
-"""fr_core.decision: the open-set operating point and the one decision function."""
+"""fr_core.pipeline.decision: the open-set operating point and the one decision function."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fr_core.config import default_config
-from fr_core.decision import (
+from fr_core.interfaces import Match
+from fr_core.pipeline.decision import (
     UNCALIBRATED,
     Candidates,
     DecisionError,
@@ -26,7 +27,6 @@ from fr_core.decision import (
     read_gallery_file,
     threshold_for,
 )
-from fr_core.interfaces import Match
 
 
 def unit_rows(rng, n, d=128):
@@ -252,8 +252,8 @@ def test_a_track_taken_over_by_another_face_is_not_carried_on_the_old_fusion():
     restarts when a face is unlike the ones fused, so B is B at once, not A for 4 frames."""
     from fr_core import EventValidator
     from fr_core.interfaces import Detection
-    from fr_core.recognition import RecognitionStage
-    from fr_core.tracker import IouTracker
+    from fr_core.pipeline.recognition import RecognitionStage
+    from fr_core.pipeline.tracker import IouTracker
 
     rng = np.random.default_rng(13)
     a, b = unit_rows(rng, 2)
@@ -313,7 +313,7 @@ def test_a_matcher_without_identify_is_refused_by_name():
 
 
 def test_an_embedder_can_declare_its_model_prior(monkeypatch):
-    from fr_core import decision
+    from fr_core.pipeline import decision
 
     monkeypatch.setattr(decision, "MODEL_PRIORS", dict(decision.MODEL_PRIORS))
     rows = unit_rows(np.random.default_rng(14), 5, 16)

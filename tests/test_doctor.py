@@ -12,8 +12,8 @@ import yaml
 from click.testing import CliRunner
 
 from fr_core import DatabaseManager
-from fr_core.cli import main
-from fr_core.testing.broker import ReferenceBroker
+from fr_core.app.cli import main
+from fr_core.broker import ReferenceBroker
 
 DOCTOR_KEY = "doctor-key-3141592"
 

@@ -1,4 +1,4 @@
-"""Emotion events: the persistence rules (fr_core.emotions) on scripted analyses, their
+"""Emotion events: the persistence rules (fr_core.pipeline.emotions) on scripted analyses, their
 invariants on random ones, and the recognition stage emitting them with the real models."""
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fr_core import EventValidator
-from fr_core.emotions import DEFAULT_EMOTIONS, EmotionPersistence, EmotionSettings
-from fr_core.events import EMOTION_CODES, parse_event
+from fr_core.delivery.events import EMOTION_CODES, parse_event
 from fr_core.interfaces import AnalysisResult, ComponentKind, FrameResult, ReadStatus
+from fr_core.pipeline.emotions import DEFAULT_EMOTIONS, EmotionPersistence, EmotionSettings
+from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.plugins import build_registry
-from fr_core.recognition import RecognitionStage
 
 
 def said(label, score=0.8):
@@ -238,7 +238,7 @@ def test_a_replayed_clip_gives_the_same_emotion_events_at_any_speed(models, fr_d
     import time
 
     from fr_core.config import default_config
-    from fr_core.engine import Engine
+    from fr_core.pipeline.engine import Engine
 
     settings = EmotionSettings(
         emotions=list(EMOTION_CODES),

@@ -8,7 +8,7 @@ import pytest
 
 from fr_core import ConfigError, FacialIdEvent, FrEdgeError, hookimpl
 from fr_core.config import default_config
-from fr_core.engine import Engine
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 
 

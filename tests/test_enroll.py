@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from fr_core import DatabaseManager
-from fr_core.cli import main
+from fr_core.app.cli import main
 
 
 def config(tmp_path, dev_mode=True):

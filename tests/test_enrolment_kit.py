@@ -15,13 +15,13 @@ import yaml
 from click.testing import CliRunner
 
 from fr_core import DatabaseManager
-from fr_core.cli import main
+from fr_core.app.cli import main
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.enrolment import EnrolmentKit, EnrolmentRefused
+from fr_core.enrolment.syncpage import decode_embedding, encode_embedding
 from fr_core.interfaces import ComponentKind
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
-from fr_core.syncpage import decode_embedding, encode_embedding
 
 ONE_FACE = ["obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png"]
 
@@ -53,7 +53,7 @@ def device_embeddings(photo):
     from fr_numpy import NumpyMatcher
 
     from fr_core import EventValidator
-    from fr_core.recognition import RecognitionStage
+    from fr_core.pipeline.recognition import RecognitionStage
 
     registry = build_registry()
     spy = Spy(registry.create(ComponentKind.EMBEDDER, "sface"))
@@ -185,7 +185,7 @@ def test_csv_output_checks_and_imports(fr_data, tmp_path):
 def test_imported_records_reach_a_device_unchanged(fr_data, tmp_path, monkeypatch):
     """embed -> import into the reference broker -> a device's `fr-edge sync` over HTTPS:
     the device holds exactly the kit's vectors; a file with one bad record imports nothing."""
-    from fr_core.testing.broker import ReferenceBroker
+    from fr_core.broker import ReferenceBroker
 
     records = tmp_path / "records.jsonl"
     assert cli("embed", *[fr_data / "faces" / n for n in ONE_FACE], "--out", records).exit_code == 0

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from fr_core import DatabaseManager
-from fr_core.cli import main
+from fr_core.app.cli import main
 from fr_core.testing import require, shared_data_dir
 
 

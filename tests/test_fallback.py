@@ -11,8 +11,8 @@ import logging
 import pytest
 
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.errors import ComponentUnavailableError, ConfigError
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 
 pytestmark = pytest.mark.skipif(
@@ -133,7 +133,7 @@ def test_a_failing_fallback_names_both_failures(monkeypatch):
 def test_cli_commands_build_components_with_their_fallback(caplog):
     """fr-edge sync, enroll, calibrate... build the config's components as fr-edge run does,
     fallback included: on a Jetson whose engine cannot be built they still work."""
-    from fr_core.cli import _component
+    from fr_core.app.cli import _component
 
     cfg = default_config(embedder={"plugin": "sface_trt", "fallback": "cpu"})
     with caplog.at_level(logging.ERROR):

@@ -24,12 +24,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fr_core import DatabaseManager, FacialIdEvent, SyncManager
+from fr_core.broker import MqttBroker
+from fr_core.broker.mosquitto import BRIDGE_USER, mosquitto_binary
 from fr_core.errors import TransportError
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
 from fr_core.testing import require
-from fr_core.testing.mosquitto import BRIDGE_USER, mosquitto_binary
-from fr_core.testing.mqtt_bridge import MqttBroker
 
 KEY = "fuzz-device-key-0123456"
 REGISTRY = build_registry()

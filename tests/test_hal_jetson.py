@@ -19,9 +19,9 @@ from fr_hal_jetson.record import record
 from fr_hal_jetson.telemetry import JetsonTelemetry, JetsonTelemetryConfig, is_jetson
 
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind, ReadStatus
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 
 INA = "sys/bus/i2c/drivers/ina3221/1-0040/hwmon/hwmon3"

@@ -14,8 +14,8 @@ from fr_hal_linux.telemetry import LinuxTelemetry, LinuxTelemetryConfig
 
 from fr_core import FrEdgeError
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.interfaces import ReadStatus
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 from fr_core.testing import wait_for
 from fr_core.testing.streams import MjpegServer

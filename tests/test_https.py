@@ -20,12 +20,12 @@ from fr_core import (
     TransportTLSError,
     TransportUnavailable,
 )
+from fr_core.broker import ReferenceBroker
+from fr_core.broker.certs import CertificateAuthority
+from fr_core.delivery.outbox import OutboxWorker
 from fr_core.interfaces import ComponentKind
-from fr_core.outbox import OutboxWorker
 from fr_core.plugins import build_registry
 from fr_core.testing import wait_for
-from fr_core.testing.broker import ReferenceBroker
-from fr_core.testing.certs import CertificateAuthority
 
 KEY = "k3y-never-to-be-seen-0123"
 REGISTRY = build_registry()
@@ -354,8 +354,8 @@ def test_a_stopped_client_makes_no_new_transport(tmp_path):
     import threading
 
     from fr_core import DatabaseManager, IoTClient, IoTClientConfig
+    from fr_core.broker import ReferenceBroker
     from fr_core.errors import TransportUnavailable
-    from fr_core.testing.broker import ReferenceBroker
 
     key = "client-race-key-9911"
     with ReferenceBroker(tmp_path / "b", api_key=key) as ref:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from fr_core import compress_image_for_event
-from fr_core.imaging import compress_face_jpeg, crop_box
+from fr_core.delivery.imaging import compress_face_jpeg, crop_box
 
 from .faces import face_crops, large_frames
 

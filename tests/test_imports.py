@@ -21,7 +21,8 @@ def test_the_pytest_plugin_and_hookimpl_import_nothing_heavy():
     probe = (
         "import sys, fr_core.testing.pytest_plugin\n"
         "from fr_core import hookimpl\n"
-        "heavy = [m for m in ('fr_core.client', 'fr_core.engine', 'fr_core.storage', "
+        "heavy = [m for m in ('fr_core.delivery.client', 'fr_core.pipeline.engine', "
+        "'fr_core.storage', "
         "'fr_core.plugins', 'numpy', 'sqlalchemy', 'cv2') if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -25,11 +25,11 @@ from fr_cpu.minifasnet import (
 )
 from fr_cpu.models import YuNetConfig, YuNetDetector
 
-from fr_core.cli import main
+from fr_core.app.cli import main
+from fr_core.broker import ReferenceBroker
 from fr_core.errors import PluginError
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
-from fr_core.testing.broker import ReferenceBroker
 
 from . import minifasnet_reference
 

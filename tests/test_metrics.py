@@ -13,11 +13,11 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from fr_core.app.runner import DeviceRunner
+from fr_core.broker import ReferenceBroker
 from fr_core.config import default_config
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
-from fr_core.runner import DeviceRunner
-from fr_core.testing.broker import ReferenceBroker
 
 KEY = "metrics-key-123456"
 

@@ -19,13 +19,13 @@ from fr_core import (
     TransportAuthError,
     TransportTLSError,
 )
+from fr_core.broker import MqttBroker
+from fr_core.broker.certs import CertificateAuthority
+from fr_core.broker.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
+from fr_core.delivery.outbox import OutboxWorker
 from fr_core.interfaces import ComponentKind
-from fr_core.outbox import OutboxWorker
 from fr_core.plugins import build_registry
 from fr_core.testing import require, wait_for
-from fr_core.testing.certs import CertificateAuthority
-from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto, mosquitto_binary
-from fr_core.testing.mqtt_bridge import MqttBroker
 
 KEY = "mqtt-device-key-123456"
 REGISTRY = build_registry()

@@ -16,8 +16,8 @@ import time
 import pytest
 
 from fr_core import DatabaseManager
+from fr_core.broker import ReferenceBroker
 from fr_core.testing import require, soak, wait_for
-from fr_core.testing.broker import ReferenceBroker
 from fr_core.testing.netns import DeviceNetwork, ImpairedRelay, netns_problem
 
 KEY = "netfault-key-0123456789"

@@ -413,8 +413,8 @@ class ScriptedAsyncTransport:
 
 
 def test_pipelined_drain_groups_acks_and_keeps_order_on_failure(db):
+    from fr_core.delivery.outbox import OutboxWorker
     from fr_core.errors import TransportUnavailable
-    from fr_core.outbox import OutboxWorker
 
     for i in range(0, 50, 10):
         db.outbox_append_many([event(j) for j in range(i, i + 10)])
@@ -445,7 +445,7 @@ def test_a_backlog_drains_with_bounded_events_in_flight(db, batch_size, depth, m
     """Two claim groups at most are waiting for acknowledgements: a group is ``depth``
     batches, fewer if that would pass GROUP_MAX_EVENTS (300), never less than one batch. So
     the images held in memory during a drain are bounded whatever the backlog."""
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     for i in range(0, 1500, 500):
         db.outbox_append_many([event(j) for j in range(i, i + 500)])
@@ -460,8 +460,8 @@ def test_claimed_events_that_could_not_be_published_are_due_again_at_once(db):
     """The second batch of a claimed group cannot be published: the whole group (the first
     batch was on the wire, unanswered) is due again at once, in order, not held for the
     lease."""
+    from fr_core.delivery.outbox import OutboxWorker
     from fr_core.errors import TransportUnavailable
-    from fr_core.outbox import OutboxWorker
 
     db.outbox_append_many([event(i) for i in range(12)])
     t = ScriptedAsyncTransport(refuse_batch=1)
@@ -478,7 +478,7 @@ def test_a_rejected_event_does_not_block_the_pipelined_drain(db, caplog):
     """The broker refuses one event (the mqtt transport with require_ack reports it so): the
     drain delivers the rest, keeps that one for a day and says why; it is not sent again and
     again in a loop."""
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     db.outbox_append_many([event(i) for i in range(10)])
     t = ScriptedAsyncTransport(reject={"EMP-3"})
@@ -491,7 +491,7 @@ def test_a_rejected_event_does_not_block_the_pipelined_drain(db, caplog):
 
 
 def test_a_starting_worker_takes_over_the_claims_of_a_dead_one(db):
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     db.outbox_append_many([event(i) for i in range(6)])
     assert len(db.outbox_claim(limit=4, lease_seconds=600)) == 4  # then the process died
@@ -530,7 +530,7 @@ class SlowTransport(ScriptedAsyncTransport):
 def test_leases_are_renewed_while_batches_wait_on_the_wire(db):
     """Issue 12, item 3: with a 1 s lease and acknowledgements taking 1.2 s, the pipelined
     drain's next claim re-took events still on the wire (120 events, 210 publishes)."""
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     db.outbox_append_many([event(i, image=False) for i in range(120)])
     t = SlowTransport(wait=1.2)
@@ -544,7 +544,7 @@ def test_leases_are_renewed_while_batches_wait_on_the_wire(db):
 def test_a_slow_single_send_keeps_its_lease_against_a_second_worker(db):
     import threading
 
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     db.outbox_append_many([event(i, image=False) for i in range(5)])
     slow = SlowTransport(wait=2.0)
@@ -560,7 +560,7 @@ def test_a_slow_single_send_keeps_its_lease_against_a_second_worker(db):
 
 
 def test_leases_are_sized_from_the_transport_and_sent_counts_real_deletions(db):
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     t = SlowTransport(wait=0.0, max_send_seconds=50.0)
     assert OutboxWorker(db, t, lease_seconds=120).lease_seconds == 150.0
@@ -575,7 +575,7 @@ def test_leases_are_sized_from_the_transport_and_sent_counts_real_deletions(db):
 def test_a_worker_stopped_mid_send_and_started_again_sends_nothing_twice(db):
     """Issue 12, item 9: stop() forgot a thread still sending, and the next start() freed
     that thread's claims (and cleared the stop it was watching): its events went twice."""
-    from fr_core.outbox import OutboxWorker
+    from fr_core.delivery.outbox import OutboxWorker
 
     db.outbox_append_many([event(i, image=False) for i in range(20)])
     slow = SlowTransport(wait=1.0)

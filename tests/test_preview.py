@@ -9,13 +9,13 @@ from click.testing import CliRunner
 from fr_numpy import NumpyMatcher
 
 from fr_core import EventValidator
-from fr_core.cli import main
-from fr_core.demo import run_demo
+from fr_core.app.cli import main
+from fr_core.app.demo import run_demo
+from fr_core.app.preview import CONFIRMED, KNOWN, UNKNOWN, PreviewWriter
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.plugins import build_registry
-from fr_core.preview import CONFIRMED, KNOWN, UNKNOWN, PreviewWriter
-from fr_core.recognition import RecognitionStage
 
 
 def read_video(path):

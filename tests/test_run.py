@@ -12,10 +12,10 @@ import cv2
 import yaml
 from click.testing import CliRunner
 
-from fr_core.cli import main
+from fr_core.app.cli import main
+from fr_core.broker import ReferenceBroker
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
-from fr_core.testing.broker import ReferenceBroker
 
 KEY = "run-key-1234567"
 

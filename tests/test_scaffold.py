@@ -12,7 +12,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from fr_core.cli import main
+from fr_core.app.cli import main
 from fr_core.config import config_from_mapping, validate_components
 from fr_core.interfaces import ComponentKind
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from fr_core.broker.mosquitto import mosquitto_binary
 from fr_core.testing import require
-from fr_core.testing.mosquitto import mosquitto_binary
 from fr_core.testing.soak import run_soak
 
 

@@ -89,7 +89,7 @@ def test_database_manager_example(fr_data, tmp_path):
 
 
 def test_sync_manager_example(fr_data, tmp_path, monkeypatch):
-    from fr_core.testing.broker import ReferenceBroker
+    from fr_core.broker import ReferenceBroker
 
     with ReferenceBroker(tmp_path / "broker", api_key="example-key-1") as ref:
         rng = np.random.default_rng(1)
@@ -118,7 +118,7 @@ def test_iot_client_example(fr_data, tmp_path, monkeypatch):
     import cv2
 
     from fr_core import FacialIdEvent
-    from fr_core.testing.broker import ReferenceBroker
+    from fr_core.broker import ReferenceBroker
     from tests.faces import largest_face
 
     monkeypatch.chdir(tmp_path)  # the default outbox database lands in ./fr-edge-data

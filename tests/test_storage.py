@@ -12,7 +12,7 @@ import pytest
 from fr_sqlite.schema import SCHEMA_VERSION
 
 from fr_core import DatabaseManager, DevModeError, StorageError
-from fr_core.syncpage import encode_embedding, parse_page
+from fr_core.enrolment.syncpage import encode_embedding, parse_page
 
 rng = np.random.default_rng(42)
 
@@ -357,7 +357,7 @@ def test_in_memory_databases_are_refused_with_the_reason(target):
 def test_config_check_refuses_an_in_memory_db_path(tmp_path):
     from click.testing import CliRunner
 
-    from fr_core.cli import main
+    from fr_core.app.cli import main
 
     path = tmp_path / "d.yaml"
     path.write_text("device_id: cam-1\nbroker_url: https://b.example\ndb_path: ':memory:'\n")

@@ -29,12 +29,12 @@ import yaml
 from sqlalchemy import event as sa_event
 
 from fr_core import DatabaseManager, FacialIdEvent
+from fr_core.broker import ReferenceBroker
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.interfaces import ComponentKind
+from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 from fr_core.storage import OutboxPolicy
-from fr_core.testing.broker import ReferenceBroker
 
 SUPERVISOR_KEY = "supervisor-key-7788"
 
@@ -61,7 +61,10 @@ def test_a_failing_handler_costs_its_frames_only(caplog):
         seen.append(result.index)
 
     bad.__name__ = "bad"
-    with caplog.at_level(logging.ERROR, "fr_core.engine"), engine(handlers=[bad, count]) as e:
+    with (
+        caplog.at_level(logging.ERROR, "fr_core.pipeline.engine"),
+        engine(handlers=[bad, count]) as e,
+    ):
         stats = e.run()
     assert stats.frames == 40 and len(seen) == 40  # every frame reached the next handler
     assert stats.frame_errors == {"bad: ValueError": 20}

@@ -21,7 +21,7 @@ from fr_core import (
     SyncManager,
     SyncManagerFactory,
 )
-from fr_core.syncpage import encode_embedding, parse_page
+from fr_core.enrolment.syncpage import encode_embedding, parse_page
 from fr_core.testing import wait_for
 from fr_core.testing.syncsource import MemoryBroker
 
@@ -487,7 +487,7 @@ def test_factory_with_a_source(tmp_path, broker):
 
 def test_factory_builds_an_iot_client_over_https(tmp_path):
     from fr_core import IoTClient
-    from fr_core.testing.broker import ReferenceBroker
+    from fr_core.broker import ReferenceBroker
 
     with ReferenceBroker(tmp_path / "broker", api_key="key-123456") as ref:
         for i in range(12):

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fr_core.interfaces import Detection
-from fr_core.tracker import IouTracker, iou
+from fr_core.pipeline.tracker import IouTracker, iou
 
 
 def det(x, y, w=50, h=60):
@@ -91,8 +91,8 @@ def test_the_stage_counts_agreeing_embeddings_and_resets_on_a_change(fr_data):
 
     from fr_core import EventValidator
     from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+    from fr_core.pipeline.recognition import RecognitionStage
     from fr_core.plugins import build_registry
-    from fr_core.recognition import RecognitionStage
 
     reg = build_registry()
     d, e = reg.create(ComponentKind.DETECTOR, "yunet"), reg.create(ComponentKind.EMBEDDER, "sface")

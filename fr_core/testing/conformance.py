@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fr_core.broker.certs import CertificateAuthority
+from fr_core.broker.https import ReferenceBroker
+from fr_core.delivery.events import FacialIdEvent
+from fr_core.delivery.outbox import OutboxWorker
+from fr_core.enrolment.sync import SyncManager
 from fr_core.errors import TransportAuthError, TransportTLSError
-from fr_core.events import FacialIdEvent
-from fr_core.outbox import OutboxWorker
 from fr_core.storage import DatabaseManager
-from fr_core.sync import SyncManager
 from fr_core.testing import wait_for
-from fr_core.testing.certs import CertificateAuthority
 
 
 class TransportConformance:
@@ -45,8 +46,6 @@ class TransportConformance:
 
     @pytest.fixture
     def broker(self, tmp_path: Path) -> Iterator[Any]:
-        from fr_core.testing.broker import ReferenceBroker
-
         with ReferenceBroker(tmp_path / "broker", api_key=self.API_KEY) as b:
             yield b
 

@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from typing import Any
 
 
@@ -136,10 +140,6 @@ class ImpairedRelay:
         stall_seconds: tuple[float, float] = (0.2, 1.0),
         seed: int = 1,
     ) -> None:
-        import random
-        import socket
-        import threading
-
         self.target, self.delay = target, delay
         self.stall_probability, self.stall_seconds = stall_probability, stall_seconds
         self._rng = random.Random(seed)  # noqa: S311 (fault timing, not secrets)
@@ -151,9 +151,6 @@ class ImpairedRelay:
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
-        import socket
-        import threading
-
         while not self._closed:
             try:
                 down, _ = self._server.accept()
@@ -169,8 +166,6 @@ class ImpairedRelay:
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
     def _pump(self, src: Any, dst: Any) -> None:
-        import time
-
         try:
             while True:
                 data = src.recv(16384)

@@ -28,6 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fr_core.broker.https import ReferenceBroker
+from fr_core.broker.mqtt import MqttBroker
+from fr_core.delivery.client import IoTClient, IoTClientConfig
+from fr_core.delivery.events import FacialIdEvent
+from fr_core.storage import DatabaseManager
+
 DEVICE_ID = "cam-soak"
 
 
@@ -35,8 +41,6 @@ DEVICE_ID = "cam-soak"
 
 
 def device_main(argv: list[str]) -> int:
-    from fr_core import DatabaseManager, FacialIdEvent, IoTClient, IoTClientConfig
-
     p = argparse.ArgumentParser(prog="soak device")
     p.add_argument("--db", required=True)
     p.add_argument("--url", required=True)
@@ -188,8 +192,6 @@ def run_soak(
     seed: int = 1,
     log: Any = print,
 ) -> SoakReport:
-    from fr_core import DatabaseManager
-
     rng = random.Random(seed)  # noqa: S311 (fault timing, not secrets)
     workdir.mkdir(parents=True, exist_ok=True)
     key = f"soak-{os.urandom(8).hex()}"
@@ -199,13 +201,9 @@ def run_soak(
     committed = workdir / "committed.txt"
     broker: Any
     if transport == "https":
-        from fr_core.testing.broker import ReferenceBroker
-
         broker = ReferenceBroker(workdir / "broker", api_key=key).start()
         options = ["read_timeout=2", "connect_timeout=2", "max_retries=0"]
     elif transport == "mqtt":
-        from fr_core.testing.mqtt_bridge import MqttBroker
-
         broker = MqttBroker(workdir / "mqtt", {DEVICE_ID: key}).start()
         options = ["publish_timeout=5", "ack_timeout=5", "connect_timeout=3"]
     else:

@@ -11,6 +11,7 @@ it as the device's sync source, and the reference broker follows the same rules 
 
 from __future__ import annotations
 
+import base64
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fr_core.syncpage import encode_embedding
+from fr_core.enrolment.syncpage import encode_embedding
+from fr_core.interfaces import SendResult
 
 
 @dataclass
@@ -80,8 +82,6 @@ class MemoryBroker:
             self.horizon = self.version
 
     def live(self) -> dict[str, np.ndarray]:
-        import base64
-
         return {
             e.user_id: np.frombuffer(base64.b64decode(e.embedding), "<f4").copy()
             for e in self._entries.values()
@@ -234,8 +234,6 @@ class LoopbackTransport:
         self.started = False
 
     def send_events(self, events: Any) -> Any:
-        from fr_core.interfaces import SendResult
-
         for e in events:
             self.events.setdefault(str(e["event_id"]), dict(e))
         return SendResult(acknowledged=[str(e["event_id"]) for e in events])

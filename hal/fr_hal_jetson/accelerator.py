@@ -10,6 +10,7 @@ copies are asynchronous on the accelerator's stream until :meth:`synchronize`.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -54,8 +55,6 @@ class PycudaAccelerator:
 
     def _own(self, device: int) -> None:
         try:
-            import os
-
             os.environ.setdefault("CUDA_DEVICE", str(device))
             import pycuda.autoprimaryctx  # noqa: F401  (makes the primary context current)
             import pycuda.driver as cuda

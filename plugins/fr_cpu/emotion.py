@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath
 
 from fr_core.files import atomic_write, cache_root
 from fr_core.interfaces import AnalysisResult, Detection
-from fr_cpu.models import ModelFileError, sha256
+from fr_cpu.models import ModelFileError, _quiet_opencv, sha256
 
 log = logging.getLogger(__name__)
 
@@ -387,8 +387,6 @@ class EmotionAnalyzer:
 
     def __init__(self, config: EmotionConfig) -> None:
         import cv2
-
-        from fr_cpu.models import _quiet_opencv
 
         _quiet_opencv()
         self.config = config

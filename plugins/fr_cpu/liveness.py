@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from fr_core.files import cache_root
 from fr_core.interfaces import AnalysisResult, Detection
 from fr_core.modelfiles import ModelFile, locate
+from fr_cpu.minifasnet import LIVE_CLASS, crop, onnx_model, scale_of
 
 _REPO = "https://raw.githubusercontent.com/minivision-ai/Silent-Face-Anti-Spoofing/b6d5f04"
 #: The two files (minivision-ai/Silent-Face-Anti-Spoofing, commit b6d5f04, Apache-2.0):
@@ -83,7 +84,6 @@ class LivenessConfig(BaseModel):
 def onnx_files(config: LivenessConfig) -> list[tuple[Path, float]]:
     """The ONNX translations of the verified checkpoints (an error naming the command that
     fetches them when one is missing), with their crop scales."""
-    from fr_cpu.minifasnet import onnx_model, scale_of
 
     folder = config.onnx_cache_dir or cache_root() / "models"
     out = []
@@ -96,7 +96,6 @@ def onnx_files(config: LivenessConfig) -> list[tuple[Path, float]]:
 
 def liveness_result(probabilities: list[np.ndarray], threshold: float) -> AnalysisResult:
     """The two models' softmax vectors -> live score (mean share of class 1) and verdict."""
-    from fr_cpu.minifasnet import LIVE_CLASS
 
     mean = np.mean([np.asarray(p, np.float64).reshape(-1) for p in probabilities], axis=0)
     live = float(mean[LIVE_CLASS])
@@ -123,8 +122,6 @@ class LivenessAnalyzer:
         self._lock = threading.Lock()
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
-        from fr_cpu.minifasnet import crop
-
         probabilities = []
         with self._lock:
             for net, scale in self._nets:

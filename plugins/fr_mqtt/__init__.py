@@ -23,6 +23,8 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from fr_core import hookimpl
+from fr_core.delivery.events import format_timestamp, utc_now
+from fr_core.delivery.transports import BrokerConnectionConfig, events_answer
 from fr_core.errors import (
     ConfigError,
     TransportAuthError,
@@ -30,11 +32,9 @@ from fr_core.errors import (
     TransportTLSError,
     TransportUnavailable,
 )
-from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
 from fr_core.storage import wire_json
-from fr_core.transports import BrokerConnectionConfig, events_answer
 
 log = logging.getLogger(__name__)
 PREFIX = "fr/v1/devices"

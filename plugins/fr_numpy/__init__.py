@@ -10,9 +10,9 @@ before or after a whole batch of changes, never half of one.
 Embeddings of different models are never compared: a query names its model and only that
 gallery is searched; a query of the wrong dimension is an error.
 
-Each snapshot carries the operating point of its own gallery (:func:`fr_core.decision.calibrate`,
-computed when the snapshot is built), so a decision never pairs a gallery with another
-gallery's threshold: ``identify`` returns both from one snapshot.
+Each snapshot carries the operating point of its own gallery
+(:func:`fr_core.pipeline.decision.calibrate`, computed when the snapshot is built), so a decision
+never pairs a gallery with another gallery's threshold: ``identify`` returns both from one snapshot.
 """
 
 from __future__ import annotations
@@ -27,8 +27,14 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from fr_core import hookimpl
-from fr_core.decision import Candidates, DecisionPolicy, OperatingPoint, calibrate, confusable_pairs
 from fr_core.interfaces import Match
+from fr_core.pipeline.decision import (
+    Candidates,
+    DecisionPolicy,
+    OperatingPoint,
+    calibrate,
+    confusable_pairs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +174,7 @@ class NumpyMatcher:
 
     def identify(self, model: str, embedding: np.ndarray, k: int = 1) -> Candidates:
         """The ``k`` nearest enrolments, not thresholded, with the operating point of the
-        same gallery snapshot: what :func:`fr_core.decision.decide` needs."""
+        same gallery snapshot: what :func:`fr_core.pipeline.decision.decide` needs."""
         q = np.asarray(embedding, dtype=np.float32).reshape(-1)
         g = self._gallery(model, q.size)
         if g is None:

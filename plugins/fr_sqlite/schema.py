@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 
 from fr_core.storage import StorageError
+from fr_sqlite.sealing import seal
 
 SCHEMA_VERSION = 4
 
@@ -157,8 +158,6 @@ def _v1_to_v2(conn: Connection) -> None:
 
 
 def _v2_to_v3(conn: Connection) -> None:
-    from fr_sqlite.sealing import seal
-
     outbox_keys.create(conn, checkfirst=True)
     # images queued by an older fr-edge are sealed now; this runs under secure_delete=ON,
     # so their clear pages are overwritten as they are replaced

@@ -20,6 +20,7 @@ from fr_cpu.align import align_112
 from fr_cpu.dequant import float_model
 from fr_cpu.emotion import emotion_result, face_input, resolve_emotion_model
 from fr_cpu.liveness import LivenessConfig, liveness_result, onnx_files
+from fr_cpu.minifasnet import crop
 from fr_cpu.models import normalised_embedding, resolve_model, sface_input
 from pydantic import BaseModel, ConfigDict, Field, FilePath
 
@@ -214,8 +215,6 @@ class LivenessTrt(_Closes):
         ]
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult:
-        from fr_cpu.minifasnet import crop
-
         probabilities = [
             next(iter(model.infer({"input": crop(frame, detection.bbox, scale)}).values()))
             for model, scale in self._models

@@ -19,10 +19,10 @@ from fr_numpy import NumpyMatcher
 
 from fr_core import EventValidator
 from fr_core.config import default_config
-from fr_core.engine import Engine
 from fr_core.interfaces import ComponentKind
+from fr_core.pipeline.engine import Engine
+from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.plugins import build_registry
-from fr_core.recognition import RecognitionStage
 
 FPS = 29.97
 

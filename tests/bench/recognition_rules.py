@@ -7,7 +7,7 @@ Two views of each rule:
 - **best case**: the rule's own score, with its threshold set *after the fact* so that at
   most 5 of the strangers are accepted (an oracle: what the rule could give if its threshold
   were known). This ranks the scores themselves.
-- **calibrated**: the rule the product uses (fr_core.decision, threshold from the target
+- **calibrated**: the rule the product uses (fr_core.pipeline.decision, threshold from the target
   false-accept rate and the gallery alone) at several targets, with random galleries of 10
   and 50 and the full one, to see whether the predicted rate holds.
 
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fr_core.decision import DecisionPolicy, calibrate, fuse
-from fr_core.evaluation import embed_photos, read_manifest
+from fr_core.evaluation.identification import embed_photos, read_manifest
 from fr_core.interfaces import ComponentKind
+from fr_core.pipeline.decision import DecisionPolicy, calibrate, fuse
 from fr_core.plugins import build_registry
 
 STRANGERS_ALLOWED = 5
@@ -112,7 +112,7 @@ def main(folder: Path) -> None:
     wrong = int(((tp != tt) & (sp > t)).sum())
     print(f"| raw cosine, tracks of 3 photos fused | {100 * right:.1f}% (tracks) | {wrong} |")
 
-    print("\n## Impostor statistics (the prior of fr_core.decision.MODEL_PRIORS)\n")
+    print("\n## Impostor statistics (the prior of fr_core.pipeline.decision.MODEL_PRIORS)\n")
     print("| pairs | count | mean | sd |")
     print("| --- | --- | --- | --- |")
     GG = G @ G.T
@@ -156,7 +156,10 @@ def main(folder: Path) -> None:
     ):
         print(f"| {name} | {x.mean():.4f} | {x.std():.4f} |")
 
-    print("\n## Calibrated (fr_core.decision): threshold from the target and the gallery only\n")
+    print(
+        "\n## Calibrated (fr_core.pipeline.decision): threshold from the target and the gallery"
+        " only\n"
+    )
     print(
         "| target per decision | gallery | threshold | strangers' photos accepted "
         "(predicted) | right person | tracks of 3 right |"

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fr_core.imaging import compress_face_jpeg, crop_box
+from fr_core.delivery.imaging import compress_face_jpeg, crop_box
 
 from ..faces import face_crops, large_frames
 

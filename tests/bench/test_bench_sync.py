@@ -24,7 +24,7 @@ import pytest
 from fr_numpy import NumpyMatcher
 
 from fr_core import DatabaseManager, SyncManager
-from fr_core.syncpage import encode_embedding
+from fr_core.enrolment.syncpage import encode_embedding
 from fr_core.testing.syncsource import PageStream
 
 from ..conftest import REPO
@@ -225,7 +225,7 @@ def test_bench_gallery_update_with_calibration(benchmark, monkeypatch):
     calibration replaced by a constant (same run, paired)."""
     import fr_numpy
 
-    from fr_core.decision import calibrate
+    from fr_core.pipeline.decision import calibrate
 
     count = size_for(benchmark)
     rng = np.random.default_rng(2)

@@ -22,8 +22,8 @@ import pytest
 import requests
 
 from fr_core import DatabaseManager, FacialIdEvent
+from fr_core.delivery.outbox import OutboxWorker
 from fr_core.interfaces import ComponentKind
-from fr_core.outbox import OutboxWorker
 from fr_core.plugins import build_registry
 
 from ..conftest import REPO
@@ -150,8 +150,8 @@ def test_bench_mqtt_outbox_drain(benchmark, tmp_path):
 
     import paho.mqtt.client as mqtt
 
+    from fr_core.broker.mosquitto import Mosquitto, mosquitto_binary
     from fr_core.testing import require
-    from fr_core.testing.mosquitto import Mosquitto, mosquitto_binary
 
     require(mosquitto_binary(), "mosquitto is not installed (apt-get install mosquitto)")
     n = 300 if benchmark.disabled else 5000

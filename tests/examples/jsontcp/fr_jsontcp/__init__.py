@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fr_core import hookimpl
+from fr_core.delivery.transports import BrokerConnectionConfig, events_answer
 from fr_core.errors import (
     TransportAuthError,
     TransportProtocolError,
@@ -38,7 +39,6 @@ from fr_core.errors import (
 )
 from fr_core.interfaces import SendResult
 from fr_core.storage import wire_json
-from fr_core.transports import BrokerConnectionConfig, events_answer
 
 PROTOCOL_VERSION = 1
 DEFAULT_PORT = 8765

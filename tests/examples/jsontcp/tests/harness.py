@@ -13,8 +13,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from fr_core.testing.broker import BrokerStore
-from fr_core.testing.certs import CertificateAuthority
+from fr_core.broker import BrokerStore
+from fr_core.broker.certs import CertificateAuthority
 
 MAX_LINE = 64 * 1024 * 1024
 

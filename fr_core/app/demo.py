@@ -21,10 +21,13 @@ from typing import Any
 
 import numpy as np
 
+from fr_core.app.preview import check_preview_path
+from fr_core.app.runner import DeviceRunner
+from fr_core.broker.https import ReferenceBroker
 from fr_core.config import default_config
+from fr_core.enrolment.kit import EnrolmentKit
 from fr_core.errors import FrEdgeError
 from fr_core.plugins import Registry
-from fr_core.preview import check_preview_path
 
 DEFAULT_ID = "EMP-0001"
 
@@ -81,11 +84,6 @@ def run_demo(
     preview: Path | None = None,
     echo: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
-
-    from fr_core.enrolment import EnrolmentKit
-    from fr_core.runner import DeviceRunner
-    from fr_core.testing.broker import ReferenceBroker
-
     if preview is not None:
         check_preview_path(preview)  # before anything starts
     work = Path(workdir or tempfile.mkdtemp(prefix="fr-edge-demo-"))

@@ -43,7 +43,7 @@ class MetricsSettings(BaseModel):
 
 
 class RunnerCollector:
-    """A prometheus_client collector over a :class:`fr_core.runner.DeviceRunner`."""
+    """A prometheus_client collector over a :class:`fr_core.app.runner.DeviceRunner`."""
 
     def __init__(self, runner: Any) -> None:
         self.runner = runner

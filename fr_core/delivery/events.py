@@ -6,8 +6,8 @@ fr-edge's ``presentation_attack`` (a face judged a photo or a screen; docs/event
 * ``timestamp`` is ISO-8601 UTC with milliseconds and ``Z``: ``2026-01-15T10:00:00.000Z``.
 * ``confidence`` is in [0, 1], derived from the cosine distance by
   :func:`distance_to_confidence`.
-* ``image`` is a base64 JPEG (see :func:`fr_core.imaging.compress_image_for_event`), or null
-  until one is attached.
+* ``image`` is a base64 JPEG (see
+  :func:`fr_core.delivery.imaging.compress_image_for_event`), or null until one is attached.
 
 Events are pydantic models: ``to_dict()``/``to_json()`` give the wire payload and
 :func:`parse_event` reads one back, validating every field. JSON Schemas of both are in
@@ -22,6 +22,7 @@ import json
 import math
 import secrets
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
@@ -363,7 +364,6 @@ def event_json_schemas() -> dict[str, dict[str, Any]]:
 
 def write_schemas(folder: str) -> list[str]:
     """Write docs/schemas/<name>.schema.json (``make schemas``); returns the paths written."""
-    from pathlib import Path
 
     out = []
     for name, schema in event_json_schemas().items():

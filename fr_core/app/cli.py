@@ -17,25 +17,32 @@ lines with ``--log-format json``; command output goes to stdout.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
+import numpy as np
 
 from fr_core import __version__
 from fr_core.config import AppConfig, load_config, validate_components
-from fr_core.enrolment import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS
+from fr_core.enrolment.kit import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS
 from fr_core.errors import ConfigError, FrEdgeError
 from fr_core.logsetup import register_secret, setup_logging
 from fr_core.plugins import DISABLE_ENV, build_registry
 
-log = logging.getLogger("fr_core.cli")
+log = logging.getLogger("fr_core.app.cli")
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE, EXIT_PLUGIN, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -247,7 +254,7 @@ def plugin_new() -> None:
 def plugin_new_transport(name: str, folder: Path, scheme: str | None) -> None:
     """A transport plugin package NAME: entry point, config model, the transport to fill in,
     and the conformance suite wired to it (pip install -e '.[test]' && pytest)."""
-    from fr_core.scaffold import new_transport
+    from fr_core.app.scaffold import new_transport
 
     try:
         files = new_transport(name, folder, scheme)
@@ -322,7 +329,7 @@ def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None
     Stops on SIGTERM or Ctrl-C within a bounded time (events already queued stay in the
     outbox for the next start), or at the end of a file source.
     """
-    from fr_core.runner import DeviceRunner
+    from fr_core.app.runner import DeviceRunner
 
     cfg = load_config(config_file)
     setup_logging(cfg.logging.level, cfg.logging.format)
@@ -368,7 +375,6 @@ def _matcher(cfg: AppConfig, registry: Any) -> Any:
 def _galleries(db: Any) -> dict[str, tuple[list[str], Any]]:
     """Per model, user ids and (n, dim) float32 embeddings of ``db``'s enrolments, read in
     one pass."""
-    import numpy as np
 
     ids: dict[str, list[str]] = {}
     blocks: dict[str, list[Any]] = {}
@@ -422,11 +428,10 @@ def enroll(
     Production devices get their enrolments from the broker by sync; this command refuses
     to run unless the config sets dev_mode: true. The photo must show exactly one face, at
     least --min-face pixels, sharp enough, and not be recognised as another employee by the
-    device's own decision (fr_core.decision) unless --allow-similar is given.
+    device's own decision (fr_core.pipeline.decision) unless --allow-similar is given.
     """
-    import numpy as np
 
-    from fr_core.decision import identify
+    from fr_core.pipeline.decision import identify
     from fr_core.storage import DatabaseManager, DevModeError
 
     cfg = load_config(config_file)
@@ -436,7 +441,7 @@ def enroll(
             "employees are enrolled centrally and reach devices by sync"
         )
     registry = build_registry()
-    from fr_core.enrolment import EnrolmentKit
+    from fr_core.enrolment.kit import EnrolmentKit
 
     detector, embedder, detector_name = _face_models(cfg, registry)
     kit = EnrolmentKit(
@@ -480,8 +485,6 @@ def enroll(
 
 
 def _photo_list(paths: tuple[Path, ...], ids_file: Path | None) -> list[tuple[Path, str | None]]:
-    import csv
-
     mapping: dict[str, str] = {}
     if ids_file is not None:
         with open(ids_file, newline="", encoding="utf-8-sig") as f:
@@ -552,7 +555,7 @@ def embed(
     """
     from tqdm import tqdm
 
-    from fr_core import enrolment
+    from fr_core.enrolment import kit as enrolment
 
     cfg = load_config(config_file) if config_file is not None else None
     kit = enrolment.EnrolmentKit.from_config(cfg, min_face=min_face, min_sharpness=min_sharpness)
@@ -588,8 +591,6 @@ def embed(
     if out is None:
         n = enrolment.write_records(records(), sys.stdout, fmt)
     else:
-        import io
-
         from fr_core.files import atomic_write
 
         buffer = io.StringIO(newline="")
@@ -709,9 +710,9 @@ def sync(config_file: Path, progress: bool | None) -> None:
     Uses the config's transport. Exits 1 if the sync failed; what was applied before the
     failure is kept and the next sync resumes from there.
     """
+    from fr_core.enrolment.sync import SyncManager
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import BuildContext
-    from fr_core.sync import SyncManager
 
     cfg, registry, db = _open_db(config_file, must_exist=False)
     if cfg.transport is None:
@@ -864,8 +865,8 @@ def evaluate(
     acceptance, wrong-employee matches and strangers accepted per gallery size, for single
     photos and tracks of three, against a fixed-threshold baseline (docs/recognition.md).
     """
-    from fr_core import evaluation as ev
-    from fr_core.decision import DecisionPolicy
+    from fr_core.evaluation import identification as ev
+    from fr_core.pipeline.decision import DecisionPolicy
 
     def ints(text: str, what: str) -> list[int]:
         try:
@@ -972,7 +973,7 @@ def evaluate_liveness(
     and live faces refused (BPCER), per image and per track, with a sweep and plots."""
     from tqdm import tqdm
 
-    from fr_core import liveness_eval
+    from fr_core.evaluation import liveness as liveness_eval
     from fr_core.interfaces import ComponentKind
 
     registry = build_registry()
@@ -1043,14 +1044,14 @@ def calibrate(
     or twins). Reads the device database (--config) or a central-side file (--gallery);
     writes nothing unless --report is given.
     """
-    from fr_core.decision import DecisionPolicy, calibrate_report
+    from fr_core.pipeline.decision import DecisionPolicy, calibrate_report
 
     if config_file is None and gallery_file is None:
         raise click.UsageError("give --config (the device database) or --gallery FILE")
     cfg = _config_or_default(config_file, target_far)
     policy = DecisionPolicy.from_config(cfg)
     if gallery_file is not None:
-        from fr_core.decision import read_gallery_file
+        from fr_core.pipeline.decision import read_gallery_file
 
         galleries = read_gallery_file(gallery_file)
         registry = build_registry()
@@ -1124,7 +1125,7 @@ def doctor(config_file: Path, as_json: bool, camera_seconds: float) -> None:
 
     Exit status: 0 when nothing failed (warnings included), 1 when a check failed.
     """
-    from fr_core import doctor as dr
+    from fr_core.app import doctor as dr
 
     cfg = load_config(config_file)
     register_secret(cfg.api_key_value())
@@ -1195,11 +1196,8 @@ def broker_serve(
 
     Devices authenticate with the API key in $FR_BROKER_API_KEY.
     """
-    import os
-    import signal
-    import threading
 
-    from fr_core.testing.broker import ReferenceBroker
+    from fr_core.broker.https import ReferenceBroker
 
     api_key = os.environ.get(BROKER_KEY_ENV)
     if not api_key:
@@ -1245,12 +1243,8 @@ def broker_bridge(data_dir: Path, mqtt_url: str, ca_file: Path, username: str) -
     Events and heartbeats land in the same ledger as the HTTPS side; sync requests are
     answered from the same enrolments. The password comes from $FR_BRIDGE_PASSWORD.
     """
-    import os
-    import signal
-    import threading
-    from urllib.parse import urlsplit
 
-    from fr_core.testing.mqtt_bridge import MqttBridge
+    from fr_core.broker.mqtt import MqttBridge
 
     password = os.environ.get("FR_BRIDGE_PASSWORD")
     if not password:
@@ -1273,7 +1267,7 @@ def broker_bridge(data_dir: Path, mqtt_url: str, ca_file: Path, username: str) -
 
 
 def _store(data_dir: Path) -> Any:
-    from fr_core.testing.broker import BrokerStore
+    from fr_core.broker.store import BrokerStore
 
     return BrokerStore(data_dir / "broker.db")
 
@@ -1306,7 +1300,6 @@ def broker_enrol(
     display_name: str | None,
 ) -> None:
     """Enrol (or re-enrol) an employee: from a photo or a ready embedding."""
-    import numpy as np
 
     from fr_core.storage import check_embedding, check_model, check_user_id
 
@@ -1331,7 +1324,7 @@ def broker_enrol(
 def _embed_photo(photo: Path, detector: str, embedder: str, user_id: str) -> tuple[Any, str, str]:
     """The photo embedded by the central kit (fr_core.enrolment: the devices' computation
     and enrolment rules)."""
-    from fr_core.enrolment import EnrolmentKit
+    from fr_core.enrolment.kit import EnrolmentKit
     from fr_core.interfaces import ComponentKind
 
     registry = build_registry()
@@ -1358,8 +1351,8 @@ def _embed_photo(photo: Path, detector: str, embedder: str, user_id: str) -> tup
 def broker_import(data_dir: Path, records: Path, model_dims: tuple[str, ...]) -> None:
     """Enrol every record of a file `fr-edge embed` wrote (JSON lines or .csv), after checking
     the whole file as devices would: nothing is enrolled if any record is refused."""
-    from fr_core import enrolment
-    from fr_core.syncpage import decode_embedding
+    from fr_core.enrolment import kit as enrolment
+    from fr_core.enrolment.syncpage import decode_embedding
 
     models: dict[str, int] = {}
     for item in model_dims:
@@ -1462,7 +1455,7 @@ def demo(
     Starts the reference broker on loopback over TLS, enrols sample faces there, runs the
     device on the simulated camera and prints each event as the broker receives it.
     """
-    from fr_core.demo import run_demo
+    from fr_core.app.demo import run_demo
 
     people = []
     for item in enrolments:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fr_core.events import (
+from fr_core.delivery.events import (
     DEFAULT_CONFIDENCE_STEEPNESS,
     DEFAULT_MATCH_THRESHOLD,
     FacialIdEvent,
@@ -139,7 +139,7 @@ class EventValidator:
 
         ``distance`` is the cosine distance to ``user_id``'s enrolment (for unknown faces,
         to the nearest one): a finite number in [0, 2]. ``match_threshold`` is the cosine
-        distance of the operating point that decided it (fr_core.decision); the event's
+        distance of the operating point that decided it (fr_core.pipeline.decision); the event's
         confidence is centred on it (default: the validator's ``match_threshold``).
         """
         _require(

@@ -11,12 +11,15 @@ the ``version`` the central store assigns::
 ``yunet`` and ``sface``: detector, alignment, model, L2 normalisation) and the same quality
 rules as ``fr-edge enroll``: exactly one face, at least ``min_face`` pixels on its shorter
 side, a sharp enough aligned crop (variance of the Laplacian). Each refusal says why.
-:func:`check_records` runs a device's own page validation (:func:`fr_core.syncpage.parse_page`)
-on each record of a central-side file, so a file that passes is one devices accept.
+:func:`check_records` runs a device's own page validation
+(:func:`fr_core.enrolment.syncpage.parse_page`) on each record of a central-side file, so a
+file that passes is one devices accept.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +28,11 @@ from typing import Any
 
 import numpy as np
 
+from fr_core.enrolment.syncpage import decode_embedding, encode_embedding, parse_page
 from fr_core.errors import FrEdgeError
-from fr_core.syncpage import decode_embedding, encode_embedding, parse_page
+from fr_core.interfaces import ComponentKind
+from fr_core.plugins import BuildContext, build_registry
+from fr_core.storage import check_embedding, check_user_id
 
 DEFAULT_MIN_FACE = 80  # pixels, shorter side of the detector's box
 DEFAULT_MIN_SHARPNESS = 60.0  # variance of the Laplacian of the aligned 112 x 112 crop
@@ -87,8 +93,6 @@ class EnrolmentKit:
     ) -> EnrolmentKit:
         """The kit for a device config (its ``detector`` and ``embedder`` blocks; the
         defaults ``yunet`` and ``sface`` without one)."""
-        from fr_core.interfaces import ComponentKind
-        from fr_core.plugins import BuildContext, build_registry
 
         registry = registry or build_registry()
         ctx = BuildContext(registry=registry, app_config=config)
@@ -142,8 +146,6 @@ class EnrolmentKit:
         return face, size, sharpness
 
     def embed_image(self, image: np.ndarray, user_id: str, photo: str = "") -> EnrolmentRecord:
-        from fr_core.storage import check_embedding, check_user_id
-
         try:
             check_user_id(user_id)
         except ValueError as exc:
@@ -180,7 +182,6 @@ class EnrolmentKit:
 
 def write_records(records: Iterable[EnrolmentRecord], out: Any, fmt: str) -> int:
     """Write records to the text stream ``out`` as ``jsonl`` or ``csv``; returns how many."""
-    import csv
 
     n = 0
     writer = csv.DictWriter(out, fieldnames=FIELDS) if fmt == "csv" else None
@@ -199,12 +200,9 @@ def write_records(records: Iterable[EnrolmentRecord], out: Any, fmt: str) -> int
 def read_records(path: Path) -> Iterator[tuple[int, Mapping[str, Any] | str]]:
     """(line number, record) of a JSON lines or CSV file of records; a line that cannot be
     read at all gives its error text instead of a record."""
-    import csv
 
     text = Path(path).read_text(encoding="utf-8-sig")  # a BOM (Excel's CSV) is not data
     if Path(path).suffix.lower() == ".csv":
-        import io
-
         reader = csv.DictReader(io.StringIO(text, newline=""))
         for row in reader:
             i = reader.line_num

@@ -11,6 +11,7 @@ device's credentials, and the gallery in the database.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import shutil
@@ -22,8 +23,11 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
+from fr_core.clock import DeviceClock
 from fr_core.config import AppConfig
 from fr_core.interfaces import ComponentKind, ReadStatus
+from fr_core.plugins import BuildContext
+from fr_core.storage import DatabaseManager
 
 SEVERITY = {"ok": 0, "skip": 0, "warn": 1, "fail": 2}
 FREE_WARN, FREE_FAIL = 1 << 30, 100 << 20  # bytes free in the data folder
@@ -88,7 +92,6 @@ def check_versions() -> tuple[str, str]:
 def check_components(cfg: AppConfig, registry: Any, gating: list[str] | None = None) -> list[Check]:
     """Load each configured model (for TensorRT: build or load its engine), timed. The
     paths of analyzers that gate identity events (liveness) are appended to ``gating``."""
-    from fr_core.plugins import BuildContext
 
     ctx = BuildContext(registry=registry, app_config=cfg)
     out = []
@@ -120,8 +123,6 @@ def check_components(cfg: AppConfig, registry: Any, gating: list[str] | None = N
 
 
 def check_camera(cfg: AppConfig, registry: Any, seconds: float = 5.0) -> tuple[str, str]:
-    from fr_core.plugins import BuildContext
-
     ctx = BuildContext(registry=registry, app_config=cfg)
     cam = registry.create(
         ComponentKind.CAMERA, cfg.camera.plugin, cfg.camera.options, ctx, path="camera"
@@ -145,8 +146,6 @@ def check_camera(cfg: AppConfig, registry: Any, seconds: float = 5.0) -> tuple[s
 
 
 def check_clock(cfg: AppConfig) -> tuple[str, str]:
-    from fr_core.clock import DeviceClock
-
     synced = DeviceClock().synchronised()
     said = {True: "synchronised", False: "NOT synchronised", None: "unknown"}[synced]
     detail = f"kernel says the clock is {said}"
@@ -200,8 +199,6 @@ def check_data_folder(cfg: AppConfig) -> tuple[str, str]:
 
 
 def check_broker(cfg: AppConfig, registry: Any) -> tuple[str, str]:
-    from fr_core.plugins import BuildContext
-
     if cfg.transport is None:
         return "fail", "no transport configured"
     ctx = BuildContext(registry=registry, app_config=cfg)
@@ -214,16 +211,12 @@ def check_broker(cfg: AppConfig, registry: Any) -> tuple[str, str]:
     finally:
         t.stop()
     if isinstance(page, (bytes, str)):
-        import json
-
         page = json.loads(page)
     latest = page.get("latest_version") if isinstance(page, dict) else None
     return "ok", f"{cfg.transport.plugin}: TLS and credentials accepted; broker at version {latest}"
 
 
 def check_gallery(cfg: AppConfig, registry: Any) -> tuple[str, str]:
-    from fr_core.storage import DatabaseManager
-
     block = cfg.storage.options if cfg.storage else {}
     target = str(block.get("path") or cfg.db_path)
     if "://" not in target and not Path(target).exists():

@@ -7,7 +7,7 @@ a distractor to grow a gallery). ``../shared/data/lfw-dev`` has this format.
 
 Every photo goes through the configured detector and embedder once (the face nearest the
 photo's centre, as in LFW, or the largest one), and every decision through the product's own
-matcher and :func:`fr_core.decision.decide`, the function the device uses. Scenarios:
+matcher and :func:`fr_core.pipeline.decision.decide`, the function the device uses. Scenarios:
 
 - ``enrolled N``: N of the gallery identities enrolled (several random draws for N smaller
   than all of them; the default 125, half of lfw-dev's, leaves people with several photos
@@ -16,8 +16,8 @@ matcher and :func:`fr_core.decision.decide`, the function the device uses. Scena
   the ``unknown`` people and the gallery identities not drawn.
 - ``grown N``: every gallery identity plus ``unknown`` people enrolled as distractors (one
   photo of each); the remaining ``unknown`` people, all their photos, are the strangers.
-- tracks: three photos of one person fused into one decision (:func:`fr_core.decision.fuse`),
-  as the recognition stage fuses a track's frames.
+- tracks: three photos of one person fused into one decision
+  (:func:`fr_core.pipeline.decision.fuse`), as the recognition stage fuses a track's frames.
 
 Each scenario also records every top-1 score, for the DET curve (false accepts against
 false rejects when the threshold sweeps) and for the comparison with a fixed threshold.
@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from fr_core.decision import Decision, DecisionPolicy, decide, fuse
 from fr_core.errors import FrEdgeError
+from fr_core.pipeline.decision import Decision, DecisionPolicy, decide, fuse
 
 ROLES = ("gallery", "probe", "unknown")
 FACE_CHOICES = ("central", "largest")

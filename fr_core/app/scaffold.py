@@ -1,7 +1,7 @@
 """``fr-edge plugin new transport NAME``: a transport plugin package, ready to fill in.
 
 It writes a distribution with its entry point (``fr_core`` group), a config model on
-:class:`fr_core.transports.BrokerConnectionConfig`, a transport whose five methods say what
+:class:`fr_core.delivery.transports.BrokerConnectionConfig`, a transport whose five methods say what
 they must do and raise ``NotImplementedError`` until they do, its registration (with the URL
 schemes it serves), and the conformance suite already wired to it: ``pip install -e .`` then
 ``pytest`` runs the nine conformance tests against it, and they pass once the transport
@@ -73,7 +73,7 @@ from typing import Any
 
 from fr_core import hookimpl
 from fr_core.interfaces import SendResult
-from fr_core.transports import BrokerConnectionConfig
+from fr_core.delivery.transports import BrokerConnectionConfig
 
 
 class ${cls}Config(BrokerConnectionConfig):
@@ -145,9 +145,9 @@ _TEST = Template('''"""The fr-edge transport conformance suite, run against the 
 
 The ``broker`` fixture is fr-edge's reference broker over HTTPS. A transport for another
 protocol overrides it with a harness: your server, plus a bridge that stores what arrives in
-the reference broker's store (fr_core.testing.broker.BrokerStore), offering ``store``
+the reference broker's store (fr_core.broker.BrokerStore), offering ``store``
 (``enrol``, ``remove``, ``ledger()``, ``heartbeats()``, ``live()``), ``url``, ``ca_path``,
-``restart()`` and ``inject_failures(count)``. fr_core.testing.mqtt_bridge.MqttBroker is the
+``restart()`` and ``inject_failures(count)``. fr_core.broker.MqttBroker is the
 worked example.
 """
 

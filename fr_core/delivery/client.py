@@ -26,12 +26,16 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fr_core.config import API_KEY_ENV
+from fr_core.delivery.eventhooks import run_event_hooks
+from fr_core.delivery.events import AnyEvent, parse_event
+from fr_core.delivery.imaging import compress_image_for_event
+from fr_core.delivery.outbox import OutboxWorker
+from fr_core.enrolment.syncpage import ChangesPage, parse_page
 from fr_core.errors import FrEdgeError, TransportProtocolError, TransportUnavailable
-from fr_core.events import AnyEvent, parse_event
+from fr_core.interfaces import ComponentKind
 from fr_core.logsetup import register_secret
-from fr_core.outbox import OutboxWorker
+from fr_core.plugins import build_registry
 from fr_core.storage import DatabaseManager
-from fr_core.syncpage import ChangesPage, parse_page
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +128,6 @@ class IoTClient:
     def __init__(
         self, config: IoTClientConfig, *, db: DatabaseManager | None = None, registry: Any = None
     ) -> None:
-        from fr_core.plugins import build_registry
-
         self.config = config
         self.registry = registry or build_registry()
         self.db = db or DatabaseManager(
@@ -154,8 +156,6 @@ class IoTClient:
 
     def _make_transport(self) -> Any:
         if self.transport is None:
-            from fr_core.interfaces import ComponentKind
-
             scheme = self.config.broker_url.split("://", 1)[0].lower()
             owner = self.registry.scheme_transport(scheme)
             name = (
@@ -231,8 +231,6 @@ class IoTClient:
     def _prepare(
         self, event: Any, image: np.ndarray | None, face_bbox: Sequence[float] | None
     ) -> AnyEvent | None:
-        from fr_core.imaging import compress_image_for_event
-
         ev = parse_event(dict(event) if isinstance(event, Mapping) else event.to_dict())
         if ev.device_id != self.config.device_id:
             raise ValueError(
@@ -240,7 +238,6 @@ class IoTClient:
             )
         if image is not None:
             ev.image = compress_image_for_event(image, self.config.image_target_kb, face_bbox)
-        from fr_core.engine import run_event_hooks
 
         return run_event_hooks(self.registry.pm, ev)[0]
 

@@ -14,7 +14,7 @@ This is the skeleton the vision pipeline grows on. It already owns what every st
 * figures for heartbeats and the CLI (:class:`EngineStats`);
 * one fault never ends the loop: a frame handler that raises is caught for that frame,
   counted by kind (``frame_errors``), logged rate-limited; an event the outbox cannot take
-  now waits in memory and is retried (:class:`fr_core.faults.EventSpool`), one its policy
+  now waits in memory and is retried (:class:`fr_core.pipeline.faults.EventSpool`), one its policy
   refuses is counted as dropped with the policy named.
 
 Per-frame work is a list of :data:`FrameHandler` callables; the recognition stages (detector,
@@ -30,13 +30,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
 from fr_core.config import AppConfig, validate_components
+from fr_core.delivery.eventhooks import run_event_hooks
+from fr_core.delivery.events import AnyEvent
 from fr_core.errors import FrEdgeError
-from fr_core.events import AnyEvent, parse_event
-from fr_core.faults import EventSpool, RateLimitedLog
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
+from fr_core.pipeline.faults import EventSpool, RateLimitedLog
 from fr_core.plugins import BuildContext, Registry
 
 log = logging.getLogger(__name__)
@@ -306,51 +305,3 @@ class Engine:
 
     def _stored(self, event: Event) -> None:
         self.stats.events_queued += 1
-
-
-def run_event_hooks(
-    pm: Any, event: Event, engine: Engine | None = None
-) -> tuple[Event | None, int]:
-    """Run the ``fr_event_before_queue`` hooks; returns (the event, or None if vetoed, and
-    how many plugins left it invalid).
-
-    Each plugin sees the event as the previous one left it. A plugin that raises, or whose
-    enrichment makes the payload invalid, is logged and its changes are undone: a faulty
-    plugin never costs an event.
-    """
-    invalid = 0
-    hook = pm.hook.fr_event_before_queue
-    for impl in reversed(hook.get_hookimpls()):  # the order pluggy calls them in
-        before = event.model_copy(deep=True)
-        try:
-            offered = {"event": event, "engine": engine}
-            verdict = impl.function(**{a: offered[a] for a in impl.argnames})
-            checked = parse_event(event.to_dict())
-        except ValidationError as exc:
-            invalid += 1
-            log.error(
-                "plugin %s made event %s invalid (%s); its changes are undone",
-                impl.plugin_name,
-                before.event_id,
-                _errors(exc),
-            )
-            event = before
-            continue
-        except Exception as exc:
-            log.error(
-                "plugin %s failed in fr_event_before_queue (%s); event %s kept without its changes",
-                impl.plugin_name,
-                exc,
-                before.event_id,
-            )
-            event = before
-            continue
-        if verdict is False:
-            log.info("event %s vetoed by plugin %s", event.event_id, impl.plugin_name)
-            return None, invalid
-        event = checked
-    return event, invalid
-
-
-def _errors(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())

@@ -6,6 +6,7 @@ mosquitto``)."""
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import socket
@@ -13,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from fr_core.testing.certs import CertificateAuthority
+from fr_core.broker.certs import CertificateAuthority
 
 BRIDGE_USER = "fr-bridge"
 
@@ -69,7 +70,6 @@ class Mosquitto:
         )
         os.chmod(acl, 0o600)
         (self.folder / "data").mkdir(exist_ok=True)
-        import pwd
 
         lines = [
             # run as whoever started it (as root it would otherwise switch to "mosquitto",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fr_core.events import EMOTION_CODES
+from fr_core.delivery.events import EMOTION_CODES
 from fr_core.interfaces import AnalysisResult
 
 DEFAULT_EMOTIONS = [e for e in EMOTION_CODES if e != "neutral"]

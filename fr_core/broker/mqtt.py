@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fr_core.testing.broker import BrokerStore
-from fr_core.testing.mosquitto import BRIDGE_USER, Mosquitto
+from fr_core.broker.mosquitto import BRIDGE_USER, Mosquitto
+from fr_core.broker.store import BrokerStore
 
 log = logging.getLogger(__name__)
 PREFIX = "fr/v1/devices"

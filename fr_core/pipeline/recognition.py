@@ -1,7 +1,7 @@
 """The recognition stage of the engine: detector -> tracker -> embedder -> matcher ->
 EventValidator -> face image -> event.
 
-It is a frame handler (see :mod:`fr_core.engine`). Faces too small to embed reliably are
+It is a frame handler (see :mod:`fr_core.pipeline.engine`). Faces too small to embed reliably are
 skipped. A track already recognised is not embedded every frame: its identity is carried
 until ``reembed_every`` frames have passed. Tracks that end are forgotten by the validator at
 once.
@@ -17,8 +17,8 @@ track is an attack for the rest of its life (no event, the validator's cooldown 
 face's image). docs/liveness.md.
 
 With an emotion analyzer, each recognised face (and, if configured, each unrecognised one)
-is analysed every ``analyze_every_n_frames`` processed frames; :mod:`fr_core.emotions` turns
-the analyses into emotion events when an emotion persists.
+is analysed every ``analyze_every_n_frames`` processed frames;
+:mod:`fr_core.pipeline.emotions` turns the analyses into emotion events when an emotion persists.
 """
 
 from __future__ import annotations
@@ -29,14 +29,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fr_core.decision import fuse, identify
-from fr_core.emotions import EmotionPersistence
-from fr_core.events import EmotionEvent, PresentationAttackEvent
-from fr_core.faults import RateLimitedLog
-from fr_core.imaging import compress_image_for_event
+from fr_core.delivery.events import EmotionEvent, PresentationAttackEvent
+from fr_core.delivery.imaging import compress_image_for_event
+from fr_core.delivery.validator import EventValidator
 from fr_core.interfaces import FrameResult
-from fr_core.tracker import IouTracker
-from fr_core.validator import EventValidator
+from fr_core.pipeline.decision import fuse, identify
+from fr_core.pipeline.emotions import EmotionPersistence
+from fr_core.pipeline.faults import RateLimitedLog
+from fr_core.pipeline.tracker import IouTracker
 
 log = logging.getLogger(__name__)
 

@@ -28,15 +28,19 @@ the operating point with :func:`calibrate` whenever its gallery changes.
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 
+from fr_core.enrolment.syncpage import decode_embedding
 from fr_core.interfaces import Match
+from fr_core.storage import check_embedding, check_model, check_user_id
 
 _NORMAL = NormalDist()
 
@@ -372,11 +376,6 @@ def read_gallery_file(path: Any) -> dict[str, tuple[list[str], np.ndarray]]:
     """A central-side gallery: JSON lines ``{"user_id", "model", "embedding"}`` (embedding:
     standard base64 of little-endian float32, as in sync upserts; ``dim`` optional), checked
     by the rules sync applies. A bad line is an error that names it and what is allowed."""
-    import json
-    from pathlib import Path
-
-    from fr_core.storage import check_embedding, check_model, check_user_id
-    from fr_core.syncpage import decode_embedding
 
     per: dict[str, dict[str, np.ndarray]] = {}
     with Path(path).open(encoding="utf-8") as f:

@@ -1,0 +1,176 @@
+"""The enrolled_users table: upserts, deletions (overwritten, then the WAL truncated),
+reads, streams and the embedding blocks matchers are built from."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+from sqlalchemy import (
+    Connection,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from fr_core.storage import (
+    DevModeError,
+    Enrollment,
+    check_display_name,
+    check_embedding,
+    check_model,
+    check_user_id,
+)
+from fr_sqlite import schema as s
+from fr_sqlite.database import Database, now_iso
+
+log = logging.getLogger(__name__)
+
+log = logging.getLogger(__name__)
+
+
+class Enrolments(Database):
+    def _model_dim(self, conn: Connection, model: str) -> int | None:
+        if model not in self._dims:
+            dim = conn.execute(
+                select(s.enrolled_users.c.embedding_dim)
+                .where(s.enrolled_users.c.model == model)
+                .limit(1)
+            ).scalar()
+            if dim is None:
+                return None
+            self._dims[model] = int(dim)
+        return self._dims[model]
+
+    def upsert_enrollment(
+        self,
+        user_id: str,
+        embedding: np.ndarray,
+        model: str,
+        *,
+        detector: str | None = None,
+        display_name: str | None = None,
+    ) -> None:
+        check_user_id(user_id)
+        check_model(model)
+        if display_name is not None and not self.dev_mode:
+            raise DevModeError(
+                "display names are stored only in dev mode; in production the device keeps "
+                "the employee id alone"
+            )
+        check_display_name(display_name)
+        with self.writer.begin() as conn:
+            vec = check_embedding(embedding, self._model_dim(conn, model))
+            self._upsert(conn, s.enrolled_users, user_id, vec, model, detector, display_name, None)
+            self._dims.setdefault(model, vec.size)
+
+    def _upsert(
+        self,
+        conn: Connection,
+        table: Any,
+        user_id: str,
+        vec: np.ndarray,
+        model: str,
+        detector: str | None,
+        display_name: str | None,
+        version: int | None,
+    ) -> None:
+        now = now_iso()
+        values = {
+            "model": model,
+            "detector": detector,
+            "embedding": vec.astype("<f4").tobytes(),
+            "embedding_dim": int(vec.size),
+            "display_name": display_name if self.dev_mode else None,
+            "sync_version": version,
+            "synced_at": now if version is not None else None,
+        }
+        done = conn.execute(update(table).where(table.c.user_id == user_id).values(**values))
+        if done.rowcount == 0:
+            conn.execute(insert(table).values(user_id=user_id, created_at=now, **values))
+
+    def delete_enrollment(self, user_id: str) -> bool:
+        check_user_id(user_id)
+        with self.writer.begin() as conn:
+            gone = conn.execute(
+                delete(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
+            ).rowcount
+        if gone:
+            self._shred_wal()
+        return bool(gone)
+
+    def _row_to_enrollment(self, row: Any) -> Enrollment:
+        vec = np.frombuffer(row.embedding, dtype="<f4").astype(np.float32)
+        return Enrollment(
+            user_id=row.user_id,
+            model=row.model,
+            embedding=vec,
+            detector=row.detector,
+            display_name=row.display_name,
+            sync_version=row.sync_version,
+            synced_at=row.synced_at,
+            created_at=row.created_at,
+        )
+
+    def get_enrollment(self, user_id: str) -> Enrollment | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                select(s.enrolled_users).where(s.enrolled_users.c.user_id == user_id)
+            ).first()
+        return self._row_to_enrollment(row) if row else None
+
+    def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]:
+        q = select(s.enrolled_users.c.user_id, s.enrolled_users.c.embedding)
+        if model is not None:
+            q = q.where(s.enrolled_users.c.model == model)
+        with self.engine.connect() as conn:
+            return {
+                r.user_id: np.frombuffer(r.embedding, dtype="<f4").astype(np.float32)
+                for r in conn.execute(q)
+            }
+
+    def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
+        last = ""
+        while True:
+            q = select(s.enrolled_users).where(s.enrolled_users.c.user_id > last)
+            if model is not None:
+                q = q.where(s.enrolled_users.c.model == model)
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(s.enrolled_users.c.user_id).limit(batch)).all()
+            if not rows:
+                return
+            for row in rows:
+                yield self._row_to_enrollment(row)
+            last = rows[-1].user_id
+
+    def iter_embedding_blocks(
+        self, batch: int = 5000
+    ) -> Iterator[tuple[str, list[str], np.ndarray]]:
+        """``(model, user_ids, (n, dim) float32)`` blocks of every enrolment, by model then
+        user_id: what a matcher needs, without one Python object per row."""
+        u = s.enrolled_users
+        for model in sorted(self.count_enrollments()):
+            last = ""
+            while True:
+                with self.engine.connect() as conn:
+                    rows = conn.execute(
+                        select(u.c.user_id, u.c.embedding)
+                        .where(u.c.model == model, u.c.user_id > last)
+                        .order_by(u.c.user_id)
+                        .limit(batch)
+                    ).all()
+                if not rows:
+                    break
+                ids = [r[0] for r in rows]
+                block = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
+                yield model, ids, block.reshape(len(ids), -1).astype(np.float32)
+                last = ids[-1]
+
+    def count_enrollments(self) -> dict[str, int]:
+        q = select(s.enrolled_users.c.model, func.count()).group_by(s.enrolled_users.c.model)
+        with self.engine.connect() as conn:
+            return {str(m): int(n) for m, n in conn.execute(q)}
