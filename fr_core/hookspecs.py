@@ -82,6 +82,12 @@ def fr_register_analyzers(register: RegisterCallback) -> None:
     """Register face analyzers, such as emotion (:class:`fr_core.interfaces.Analyzer`)."""
 
 
+@hookspec
+def fr_register_key_providers(register: RegisterCallback) -> None:
+    """Register device-key providers (:class:`fr_core.interfaces.KeyProvider`), named in a
+    storage block's ``key.provider``."""
+
+
 # --- lifecycle hooks ----------------------------------------------------------------------
 
 

@@ -41,6 +41,7 @@ class ComponentKind(str, enum.Enum):
     TELEMETRY = "telemetry"
     ACCELERATOR = "accelerator"
     ANALYZER = "analyzer"
+    KEY_PROVIDER = "key_provider"
 
     @property
     def hook_name(self) -> str:
@@ -57,6 +58,7 @@ _HOOKS = {
     ComponentKind.TELEMETRY: "fr_register_telemetry",
     ComponentKind.ACCELERATOR: "fr_register_accelerators",
     ComponentKind.ANALYZER: "fr_register_analyzers",
+    ComponentKind.KEY_PROVIDER: "fr_register_key_providers",
 }
 
 
@@ -308,6 +310,19 @@ class Analyzer(Protocol):
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult: ...
 
 
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Where the device key comes from (see :mod:`fr_core.keys`): the storage seals the face
+    templates and wraps the outbox image keys with it."""
+
+    def load(self) -> bytes:
+        """The 32-byte device key; raises :class:`fr_core.keys.KeyUnavailableError` saying
+        what to set when it cannot be had."""
+
+    def describe(self) -> str:
+        """Where the key comes from, for status and logs; never the key itself."""
+
+
 PROTOCOLS: dict[ComponentKind, type] = {
     ComponentKind.DETECTOR: Detector,
     ComponentKind.EMBEDDER: Embedder,
@@ -318,4 +333,5 @@ PROTOCOLS: dict[ComponentKind, type] = {
     ComponentKind.TELEMETRY: Telemetry,
     ComponentKind.ACCELERATOR: Accelerator,
     ComponentKind.ANALYZER: Analyzer,
+    ComponentKind.KEY_PROVIDER: KeyProvider,
 }

@@ -209,7 +209,10 @@ class DatabaseManager:
     """The device database (README "Database Manager"), backed by a storage plugin.
 
     ``path`` is a file path (SQLite) or any SQLAlchemy URL. Call :meth:`initialize` once
-    before use (it creates or upgrades the schema); it is idempotent.
+    before use (it creates or upgrades the schema); it is idempotent. ``storage_options``
+    are the plugin's own options, e.g. for ``sqlite`` where the device key comes from:
+    ``{"key": {"provider": "env", "options": {"variable": "FR_EDGE_DEVICE_KEY"}}}``
+    (default: the key file ``$XDG_CONFIG_HOME/fr-edge/device.key``, made on first start).
     """
 
     def __init__(
@@ -220,11 +223,14 @@ class DatabaseManager:
         storage: str = "sqlite",
         outbox_policy: OutboxPolicy | None = None,
         registry: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.path = str(path)
         self.dev_mode = bool(dev_mode)
         reg = registry or build_registry()
-        options: dict[str, Any] = {"path": self.path, "dev_mode": self.dev_mode}
+        # the plugin's own options (for sqlite: key, on_key_loss, busy_timeout_seconds...)
+        options: dict[str, Any] = dict(storage_options or {})
+        options |= {"path": self.path, "dev_mode": self.dev_mode}
         if outbox_policy is not None:
             options["outbox"] = {
                 "max_events": outbox_policy.max_events,
@@ -368,6 +374,12 @@ class DatabaseManager:
         (fr_core.clock); empty from a storage plugin without one."""
         status = getattr(self.storage, "clock_status", None)
         return dict(status()) if status is not None else {}
+
+    def sealing_status(self) -> dict[str, Any]:
+        """Whether the templates are sealed at rest, the cipher, the key's id (never the key)
+        and where it comes from; ``{"sealed": False}`` from a storage plugin that cannot say."""
+        status = getattr(self.storage, "sealing_status", None)
+        return dict(status()) if status is not None else {"sealed": False}
 
     def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
         """Extend the leases of claimed events still on the wire; returns how many were

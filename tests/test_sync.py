@@ -82,22 +82,35 @@ def test_matcher_follows_every_sync(db, broker):
     assert "EMP-000" not in {m.user_id for m in matcher.search("SFace", vec(), k=100)}
 
 
+def _sealed_blob(db, user_id):
+    """The row's stored (sealed) template, read past fr-edge with sqlite3."""
+    import sqlite3
+
+    with sqlite3.connect(f"file:{db.path}?mode=ro", uri=True) as con:
+        row = con.execute("SELECT embedding FROM enrolled_users WHERE user_id=?", (user_id,))
+        return row.fetchone()[0]
+
+
 def test_deletion_purges_the_embedding_bytes_from_the_file(db, broker):
+    """Templates are sealed (issue 16): the plaintext is never in the file, and a deleted
+    row's ciphertext is gone too (with the device key it would open)."""
     secret = np.full(128, 0.123456789, np.float32)
     secret[0] = 7.654321
     broker.enrol("EMP-gone", secret)
     mgr = SyncManager(db, broker, models=MODELS)
     mgr.sync_now()
-    needle = secret.astype("<f4").tobytes()[:64]
+    plain = secret.astype("<f4").tobytes()[:64]
+    needle = _sealed_blob(db, "EMP-gone")[13:77]  # past the format byte and the nonce
     db.storage.checkpoint()
     with open(db.path, "rb") as f:
-        assert needle in f.read()
+        data = f.read()
+        assert needle in data and plain not in data
     broker.remove("EMP-gone")
     mgr.sync_now()
     db.storage.checkpoint()
     for suffix in ("", "-wal"):
         with open(db.path + suffix, "rb") as f:
-            assert needle not in f.read(), f"embedding bytes left in {suffix or 'the file'}"
+            assert needle not in f.read(), f"template bytes left in {suffix or 'the file'}"
 
 
 def _files_hold(db, needle):
@@ -119,12 +132,13 @@ def test_a_deleted_embedding_is_gone_from_the_wal_too(db, broker, how):
     the row's earlier versions lived on after secure_delete overwrote the database pages."""
     secret = np.full(128, 0.987654321, np.float32)
     secret[0] = 3.1415927
-    needle = secret.astype("<f4").tobytes()[:64]
     broker.enrol("EMP-gone", secret)
     broker.enrol("EMP-stays", vec())
     mgr = SyncManager(db, broker, models=MODELS)
     assert mgr.sync_now().ok
-    assert _files_hold(db, needle)  # it is there while enrolled (in the WAL at least)
+    assert _files_hold(db, secret.astype("<f4").tobytes()[:64]) == []  # sealed (issue 16)
+    needle = _sealed_blob(db, "EMP-gone")[13:77]
+    assert _files_hold(db, needle)  # its ciphertext is there while enrolled
     if how == "sync":
         broker.remove("EMP-gone")
         assert mgr.sync_now().ok

@@ -645,11 +645,13 @@ def status(config_file: Path, as_json: bool) -> None:
         counts = db.count_enrollments()
         state = db.get_sync_state()
         box = db.outbox_stats()
+        sealing = db.sealing_status()
     finally:
         db.close()
     now = time.time()
     data = {
         "enrollments": counts,
+        "sealing": sealing,
         "sync": {
             "version": state.version,
             "last_success_age_seconds": round(now - state.last_success_at, 1)
@@ -680,6 +682,12 @@ def status(config_file: Path, as_json: bool) -> None:
     click.echo(
         f"enrolments: {total}"
         + (" (" + ", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) + ")" if counts else "")
+    )
+    click.echo(
+        f"templates: sealed ({sealing['cipher']}), key id {sealing['key_id']} from "
+        f"{sealing['key_source']}, since {sealing['sealed_since']}"
+        if sealing.get("sealed")
+        else "templates: NOT sealed (the storage plugin does not seal them)"
     )
     sync = data["sync"]
     click.echo(

@@ -103,6 +103,11 @@ def run_demo(
             broker_url=broker.url,
             api_key=key,
             db_path=str(work / "device" / "faces.db"),
+            # the demo's device key lives beside its data folder, not in the user's home
+            storage={
+                "plugin": "sqlite",
+                "key": {"provider": "file", "options": {"path": str(work / "keys" / "device.key")}},
+            },
             dev_mode=True,
             heartbeat_interval_seconds=2,
             camera={"plugin": "sim", "source": clip, "fps": 15},

@@ -201,6 +201,8 @@ class DeviceRunner:
             "fallbacks": {p: dict(f) for p, f in self.engine.fallbacks.items()},
             # is the wall clock synchronised? (leases, retries and ages do not depend on it)
             "clock": self.db.clock_status(),
+            # templates sealed at rest? with which key (its id) from where; never the key
+            "sealing": self.db.sealing_status(),
             "telemetry": telemetry.sample() if telemetry is not None else {},
             "outbox": self.client.stats(),
             "sync": {

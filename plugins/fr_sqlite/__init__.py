@@ -3,10 +3,27 @@ secure_delete, file mode 0600) through SQLAlchemy 2.x; any SQLAlchemy URL also w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from fr_core import hookimpl
+from fr_core.errors import ConfigError
+from fr_core.interfaces import ComponentKind
 from fr_core.storage import OutboxPolicy
+
+
+def _outside_data_folder(provider: Any, db_path: Path) -> None:
+    """A key file in the database's own folder would travel with it: refused."""
+    key_file = getattr(provider, "path", None)
+    if key_file is None or "://" in str(db_path):
+        return
+    data = db_path.resolve().parent
+    if Path(key_file).resolve().is_relative_to(data):
+        raise ConfigError(
+            f"storage.options.key: the key file {key_file} is inside the data folder {data}: "
+            "whoever copies the folder would get the key with the templates; put it elsewhere "
+            "(e.g. /etc/fr-edge/device.key) or use the credential provider"
+        )
 
 
 @hookimpl
@@ -20,7 +37,23 @@ def fr_register_storages(register: Any) -> None:
             raise ValueError("no database path: set storage.path or the top-level db_path")
         dev_mode = cfg.dev_mode if cfg.dev_mode is not None else bool(app and app.dev_mode)
         policy = OutboxPolicy(**cfg.outbox.model_dump())
-        return SqliteStorage(path, dev_mode, policy, cfg.on_corruption, cfg.busy_timeout_seconds)
+        provider = ctx.registry.create(
+            ComponentKind.KEY_PROVIDER,
+            cfg.key.provider,
+            cfg.key.options,
+            ctx,
+            path="storage.options.key.options",
+        )
+        _outside_data_folder(provider, Path(path))
+        return SqliteStorage(
+            path,
+            dev_mode,
+            policy,
+            cfg.on_corruption,
+            cfg.busy_timeout_seconds,
+            key_provider=provider,
+            on_key_loss=cfg.on_key_loss,
+        )
 
     register(
         "sqlite",

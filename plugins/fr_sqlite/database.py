@@ -28,12 +28,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from fr_core.clock import DeviceClock, boot_number
 from fr_core.delivery.events import format_timestamp
+from fr_core.interfaces import KeyProvider
+from fr_core.keys import FileKeyProvider
 from fr_core.storage import (
     OutboxPolicy,
     StorageError,
 )
 from fr_sqlite import schema as s
 from fr_sqlite.recovery import is_corruption, move_aside, quick_check, short
+from fr_sqlite.templates import TemplateSealer
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,15 @@ class Database:
         on_corruption: Literal["recover", "fail"] = "recover",
         busy_timeout_seconds: float = 30.0,
         clock: DeviceClock | None = None,
+        key_provider: KeyProvider | None = None,
+        on_key_loss: Literal["resync", "fail"] = "resync",
     ):
         self.clock = clock or DeviceClock()
+        # where the device key comes from; read at initialize(), kept only as derived keys
+        self.key_provider: KeyProvider = key_provider or FileKeyProvider()
+        self.on_key_loss = on_key_loss
+        self._sealer: TemplateSealer | None = None
+        self.last_key_loss: dict[str, Any] | None = None
         self._life_base, self._mono_anchor = 0.0, self.clock.mono()
         self._life_saved = -1e18
         self.dev_mode = dev_mode
@@ -162,6 +172,8 @@ class Database:
                 cur.execute("PRAGMA synchronous=FULL")  # a committed event survives power loss
                 cur.execute("PRAGMA secure_delete=ON")  # deleted embeddings are overwritten
                 cur.execute("PRAGMA foreign_keys=ON")
+                # sorts and temporary tables stay in memory: no plaintext in /var/tmp
+                cur.execute("PRAGMA temp_store=MEMORY")
                 cur.close()
 
             @event.listens_for(engine, "begin")
@@ -222,8 +234,13 @@ class Database:
             if self._engine is None:
                 self._engine = self._make_engine()
         try:
+            if self._sealer is None:
+                self._sealer = TemplateSealer(
+                    self.key_provider.load(), self.key_provider.describe()
+                )
             with self.writer.begin() as conn:
-                start, end = s.migrate(conn)
+                start, end = s.migrate(conn, self._sealer)
+                lost = self._check_key(conn, self._sealer)
                 if conn.execute(select(s.sync_state.c.id)).first() is None:
                     conn.execute(insert(s.sync_state).values(id=1, version=0, resync_in_progress=0))
                 if not self.dev_mode:
@@ -243,7 +260,72 @@ class Database:
             raise StorageError(f"cannot open the database {self._target}: {short(exc)}") from exc
         if start != end:
             log.info("database schema upgraded from version %d to %d", start, end)
+        if start != end or lost:
+            # the replaced plaintext (or the forgotten ciphertext) may still sit in the WAL
+            self._shred_wal()
         self._dims = {}
+
+    @property
+    def sealer(self) -> TemplateSealer:
+        if self._sealer is None:
+            raise StorageError("the database is not initialized: call initialize() first")
+        return self._sealer
+
+    def _check_key(self, conn: Connection, sealer: TemplateSealer) -> bool:
+        """Whether the database was sealed with another key than this one. Then, unless
+        ``on_key_loss`` is "fail", what that key sealed is forgotten in this transaction
+        and the next sync is a full resync: templates and the queued events' images cannot
+        be opened any more, the events themselves are kept and sent without their image."""
+        row = conn.execute(select(s.key_check)).first()
+        if row is None:
+            s.record_key(conn, sealer)
+            return False
+        if row.key_id == sealer.key_id:
+            if row.source != sealer.source:
+                conn.execute(update(s.key_check).values(source=sealer.source))
+                log.info("device key now from %s (was %s); same key", sealer.source, row.source)
+            return False
+        what = (
+            f"the device key from {sealer.source} (id {sealer.key_id}) is not the key this "
+            f"database was sealed with (id {row.key_id}, from {row.source})"
+        )
+        if self.on_key_loss == "fail":
+            raise StorageError(
+                f"{what}: restore that key, or set the storage option on_key_loss: resync to "
+                "start again from the broker with this one"
+            )
+        users = conn.execute(delete(s.enrolled_users)).rowcount
+        conn.execute(delete(s.enrolled_users_staging))
+        images = conn.execute(delete(s.outbox_keys)).rowcount
+        conn.execute(delete(s.outbox_images))
+        conn.execute(update(s.sync_state).values(version=0, resync_in_progress=0))
+        s.record_key(conn, sealer)
+        self._counter(conn, "key_losses", 1)
+        self._counter(conn, "images_lost_to_key_loss", images)
+        log.error(
+            "%s: its %d template(s) cannot be opened and are deleted; the next sync is a full "
+            "resync from the broker; %d queued event(s) lose their face image (the events "
+            "are kept and sent without it)",
+            what,
+            users,
+            images,
+        )
+        self.last_key_loss = {"templates": users, "images": images, "old_key_id": row.key_id}
+        return True
+
+    def sealing_status(self) -> dict[str, Any]:
+        """For ``fr-edge status`` and heartbeats: whether templates are sealed, with what,
+        by which key (its id, never the key) and from where."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(s.key_check)).first()
+        return {
+            "sealed": row is not None,
+            "cipher": "AES-256-GCM",
+            "key_id": row.key_id if row else None,
+            "key_source": row.source if row else None,
+            "sealed_since": row.sealed_at if row else None,
+            "last_key_loss": self.last_key_loss,
+        }
 
     def close(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from fr_core.storage import (
     DevModeError,
     Enrollment,
+    StorageError,
     check_display_name,
     check_embedding,
     check_model,
@@ -83,7 +84,7 @@ class Enrolments(Database):
         values = {
             "model": model,
             "detector": detector,
-            "embedding": vec.astype("<f4").tobytes(),
+            "embedding": self.sealer.seal(user_id, model, vec.astype("<f4").tobytes()),
             "embedding_dim": int(vec.size),
             "display_name": display_name if self.dev_mode else None,
             "sync_version": version,
@@ -103,8 +104,12 @@ class Enrolments(Database):
             self._shred_wal()
         return bool(gone)
 
+    def _vector(self, user_id: str, model: str | None, blob: bytes) -> np.ndarray:
+        """One template, opened (in memory only)."""
+        return np.frombuffer(self.sealer.open(user_id, model, blob), dtype="<f4").astype(np.float32)
+
     def _row_to_enrollment(self, row: Any) -> Enrollment:
-        vec = np.frombuffer(row.embedding, dtype="<f4").astype(np.float32)
+        vec = self._vector(row.user_id, row.model, row.embedding)
         return Enrollment(
             user_id=row.user_id,
             model=row.model,
@@ -124,13 +129,13 @@ class Enrolments(Database):
         return self._row_to_enrollment(row) if row else None
 
     def get_all_enrollments(self, model: str | None = None) -> dict[str, np.ndarray]:
-        q = select(s.enrolled_users.c.user_id, s.enrolled_users.c.embedding)
+        u = s.enrolled_users
+        q = select(u.c.user_id, u.c.model, u.c.embedding)
         if model is not None:
-            q = q.where(s.enrolled_users.c.model == model)
+            q = q.where(u.c.model == model)
         with self.engine.connect() as conn:
             return {
-                r.user_id: np.frombuffer(r.embedding, dtype="<f4").astype(np.float32)
-                for r in conn.execute(q)
+                r.user_id: self._vector(r.user_id, r.model, r.embedding) for r in conn.execute(q)
             }
 
     def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
@@ -165,10 +170,35 @@ class Enrolments(Database):
                     ).all()
                 if not rows:
                     break
-                ids = [r[0] for r in rows]
-                block = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f4")
-                yield model, ids, block.reshape(len(ids), -1).astype(np.float32)
-                last = ids[-1]
+                last = rows[-1][0]
+                ids, opened, bad = [], [], []
+                for uid, blob in rows:
+                    try:
+                        opened.append(self.sealer.open(uid, model, blob))
+                        ids.append(uid)
+                    except StorageError:
+                        bad.append(uid)
+                if bad:
+                    self._forget_unopenable(bad)
+                if ids:
+                    block = np.frombuffer(b"".join(opened), dtype="<f4")
+                    yield model, ids, block.reshape(len(ids), -1).astype(np.float32)
+
+    def _forget_unopenable(self, user_ids: list[str]) -> None:
+        """Rows that fail authentication (moved to another employee or model, or damaged)
+        are never matched: deleted, and the next sync made a full resync that brings the
+        real ones back. The device keeps running."""
+        with self.writer.begin() as conn:
+            conn.execute(delete(s.enrolled_users).where(s.enrolled_users.c.user_id.in_(user_ids)))
+            conn.execute(update(s.sync_state).values(version=0))
+            self._counter(conn, "templates_failed_authentication", len(user_ids))
+        log.error(
+            "%d template(s) fail authentication (%s%s): a row moved to another employee or "
+            "model, or a damaged file; they are deleted and the next sync is a full resync",
+            len(user_ids),
+            ", ".join(user_ids[:3]),
+            ", ..." if len(user_ids) > 3 else "",
+        )
 
     def count_enrollments(self) -> dict[str, int]:
         q = select(s.enrolled_users.c.model, func.count()).group_by(s.enrolled_users.c.model)

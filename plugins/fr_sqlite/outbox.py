@@ -130,7 +130,8 @@ class Outbox(Database):
                         conn.execute(
                             insert(s.outbox_images).values(outbox_id=new_id[0], image=sealed)
                         )
-                        conn.execute(insert(s.outbox_keys).values(outbox_id=new_id[0], key=key))
+                        wrapped = self.sealer.wrap(event_id, key)
+                        conn.execute(insert(s.outbox_keys).values(outbox_id=new_id[0], key=wrapped))
                     depth, size = depth + 1, size + nbytes
                     self._counter(conn, "outbox_depth", 1)
                     self._counter(conn, "outbox_bytes", nbytes)
@@ -221,7 +222,8 @@ class Outbox(Database):
             if sealed is None:
                 payload.wire = text.encode()
             else:
-                b64 = unseal(event_id, key, sealed)  # base64 ASCII, as stored
+                opened = self.sealer.unwrap(event_id, key) if key is not None else None
+                b64 = unseal(event_id, opened, sealed)  # base64 ASCII, as stored
                 payload["image"] = b64.decode("ascii")
                 # the stored JSON is an object without "image": splice it in as bytes, in
                 # one allocation, nothing re-escaped or re-encoded on the way to the socket

@@ -4,13 +4,17 @@ Version 1 is the original module's database: ``enrolled_users`` and ``device_con
 as its README lists them, nothing else. Devices upgraded from that module open such a file
 and it is migrated in place. Version 2 adds the outbox, sync state, counters, the staging
 table of a full resync, and the schema version record itself. Version 3 seals outbox images
-at rest: each has its own key in ``outbox_keys`` (see :mod:`fr_sqlite.sealing`).
+at rest: each has its own key in ``outbox_keys`` (see :mod:`fr_sqlite.sealing`). Version 4
+moves leases and ages to the lifetime clock. Version 5 seals the face templates with the
+device key and wraps the image keys with it (:mod:`fr_sqlite.templates`); ``key_check``
+records which key.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import (
@@ -24,6 +28,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    bindparam,
     func,
     inspect,
     select,
@@ -32,8 +37,9 @@ from sqlalchemy import (
 
 from fr_core.storage import StorageError
 from fr_sqlite.sealing import seal
+from fr_sqlite.templates import TemplateSealer
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 metadata = MetaData()
 
@@ -120,6 +126,17 @@ outbox_keys = Table(
     Column("key", LargeBinary, nullable=False),
 )
 
+# Which device key sealed the templates (fr_sqlite.templates): its id, never the key, and
+# where it came from. A start with another key finds it here before decrypting anything.
+key_check = Table(
+    "key_check",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("key_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("sealed_at", Text, nullable=False),
+)
+
 counters = Table(
     "counters",
     metadata,
@@ -140,12 +157,12 @@ def current_version(conn: Connection) -> int:
     return 0
 
 
-def _create_v1(conn: Connection) -> None:
+def _create_v1(conn: Connection, _sealer: TemplateSealer) -> None:
     for name in V1_TABLES:
         metadata.tables[name].create(conn, checkfirst=True)
 
 
-def _v1_to_v2(conn: Connection) -> None:
+def _v1_to_v2(conn: Connection, _sealer: TemplateSealer) -> None:
     for t in (schema_version, enrolled_users_staging, sync_state, outbox, outbox_images, counters):
         t.create(conn, checkfirst=True)
     # the original module's file has no index on model
@@ -157,7 +174,7 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.execute(sync_state.insert().values(id=1, version=int(version), resync_in_progress=0))
 
 
-def _v2_to_v3(conn: Connection) -> None:
+def _v2_to_v3(conn: Connection, _sealer: TemplateSealer) -> None:
     outbox_keys.create(conn, checkfirst=True)
     # images queued by an older fr-edge are sealed now; this runs under secure_delete=ON,
     # so their clear pages are overwritten as they are replaced
@@ -176,7 +193,7 @@ def _v2_to_v3(conn: Connection) -> None:
         conn.execute(outbox_keys.insert().values(outbox_id=r.outbox_id, key=key))
 
 
-def _v3_to_v4(conn: Connection) -> None:
+def _v3_to_v4(conn: Connection, _sealer: TemplateSealer) -> None:
     """Leases, retries and ages move to the lifetime clock (issue 12): rows of schema 3 hold
     wall-clock times there, meaningless on the new clock, so every queued event is due now
     and unclaimed; their age stays the wall clock's (created_life NULL)."""
@@ -186,17 +203,76 @@ def _v3_to_v4(conn: Connection) -> None:
     conn.execute(outbox.update().values(next_attempt_at=0.0, claimed_until=None))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {
+BATCH = 2000
+
+
+def _v4_to_v5(conn: Connection, sealer: TemplateSealer) -> None:
+    """Templates sealed with the device key, outbox image keys wrapped with it (issue 16), in
+    the caller's one transaction: a crash at any point leaves the old form or the new. The
+    writer runs with secure_delete=ON, so each plaintext cell is overwritten as it is
+    replaced; the caller truncates the WAL afterwards."""
+    key_check.create(conn, checkfirst=True)
+    for table in (enrolled_users, enrolled_users_staging):
+        last = 0
+        while True:
+            rows = conn.execute(
+                select(table.c.id, table.c.user_id, table.c.model, table.c.embedding)
+                .where(table.c.id > last)
+                .order_by(table.c.id)
+                .limit(BATCH)
+            ).all()
+            if not rows:
+                break
+            sealed = [
+                {"b_id": r.id, "embedding": sealer.seal(r.user_id, r.model, r.embedding)}
+                for r in rows
+                if r.embedding is not None
+            ]
+            if sealed:
+                conn.execute(
+                    table.update()
+                    .where(table.c.id == bindparam("b_id"))
+                    .values(embedding=bindparam("embedding")),
+                    sealed,
+                )
+            last = rows[-1].id
+    keys = conn.execute(
+        select(outbox_keys.c.outbox_id, outbox.c.event_id, outbox_keys.c.key).join(
+            outbox, outbox.c.id == outbox_keys.c.outbox_id
+        )
+    ).all()
+    if keys:
+        conn.execute(
+            outbox_keys.update()
+            .where(outbox_keys.c.outbox_id == bindparam("b_id"))
+            .values(key=bindparam("key")),
+            [{"b_id": r.outbox_id, "key": sealer.wrap(r.event_id, r.key)} for r in keys],
+        )
+    record_key(conn, sealer)
+
+
+def record_key(conn: Connection, sealer: TemplateSealer) -> None:
+    """Record which key seals this database (replacing any earlier record)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conn.execute(key_check.delete())
+    conn.execute(
+        key_check.insert().values(id=1, key_id=sealer.key_id, source=sealer.source, sealed_at=stamp)
+    )
+
+
+MIGRATIONS: dict[int, Callable[[Connection, TemplateSealer], None]] = {
     # from version -> step to version + 1
     0: _create_v1,
     1: _v1_to_v2,
     2: _v2_to_v3,
     3: _v3_to_v4,
+    4: _v4_to_v5,
 }
 
 
-def migrate(conn: Connection) -> tuple[int, int]:
-    """Apply every forward migration in the caller's transaction; returns (from, to)."""
+def migrate(conn: Connection, sealer: TemplateSealer) -> tuple[int, int]:
+    """Apply every forward migration in the caller's transaction; returns (from, to).
+    ``sealer`` holds the device key the templates are (or get) sealed with."""
     start = version = current_version(conn)
     if version > SCHEMA_VERSION:
         raise StorageError(
@@ -204,7 +280,7 @@ def migrate(conn: Connection) -> tuple[int, int]:
             f"({SCHEMA_VERSION}); upgrade fr-edge instead of opening it with an older one"
         )
     while version < SCHEMA_VERSION:
-        MIGRATIONS[version](conn)
+        MIGRATIONS[version](conn, sealer)
         version += 1
     if start != version:
         conn.execute(schema_version.delete())

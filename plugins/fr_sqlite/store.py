@@ -6,7 +6,7 @@ state (``syncstate``) and the outbox (``outbox``)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,17 @@ class OutboxOptions(BaseModel):
     max_age_seconds: float = Field(30 * 86400, gt=0, description="older unsent events expire")
     when_full: Literal["reject_new", "drop_oldest"] = Field(
         "drop_oldest", description="what a full outbox does with a new event"
+    )
+
+
+class KeyOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(
+        "file", min_length=1, description="the key provider: file, env, credential or a plugin's"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="the provider's options (see docs/privacy.md)"
     )
 
 
@@ -45,6 +56,15 @@ class SqliteStorageConfig(BaseModel):
         le=600.0,
         description="how long a write waits for another connection's lock before failing "
         "with 'database is locked' (the frame loop then keeps the event in memory and retries)",
+    )
+    key: KeyOptions = Field(
+        default_factory=KeyOptions,
+        description="where the device key that seals the templates comes from",
+    )
+    on_key_loss: Literal["resync", "fail"] = Field(
+        "resync",
+        description="a database sealed with another key than the one given: forget what it "
+        "sealed and resync from the broker, or fail",
     )
 
 
