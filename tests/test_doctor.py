@@ -62,6 +62,7 @@ def test_doctor_passes_a_working_device(tmp_path, monkeypatch):
     assert "3 frames, 160 x 120" in by["camera"]["detail"]
     assert "credentials accepted" in by["broker"]["detail"]
     assert "SFace: 1" in by["gallery"]["detail"]
+    assert "templates sealed, key " in by["gallery"]["detail"]
     assert "against the broker's Date" in by["clock"]["detail"]
     assert by["liveness"]["status"] == "warn" and "no liveness analyzer" in by["liveness"]["detail"]
     assert DOCTOR_KEY not in out.output

@@ -28,3 +28,17 @@ def test_the_pytest_plugin_and_hookimpl_import_nothing_heavy():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_the_command_line_loads_a_stage_only_when_a_command_runs():
+    """Why fr_core.app.cli may import inside functions (tests/test_layout.py): `fr-edge
+    --help`, `config check` and friends load none of the stages' heavy modules."""
+    probe = (
+        "import sys, fr_core.app.cli\n"
+        "heavy = [m for m in ('fr_core.pipeline.engine', 'fr_core.delivery.client', "
+        "'fr_core.app.runner', 'fr_core.broker', 'fr_core.evaluation.identification', "
+        "'sqlalchemy', 'cv2', 'requests', 'paho', 'onnx') if m in sys.modules]\n"
+        "print(','.join(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

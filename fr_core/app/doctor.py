@@ -224,9 +224,14 @@ def check_gallery(cfg: AppConfig, registry: Any) -> tuple[str, str]:
     with DatabaseManager.from_config(cfg, registry) as db:
         counts = db.count_enrollments()
         version = db.get_sync_state().version
+        sealing = db.sealing_status()
+    if not sealing.get("sealed"):
+        return "warn", "templates are NOT sealed at rest (the storage plugin does not seal them)"
+    sealed = f"; templates sealed, key {sealing['key_id']} from {sealing['key_source']}"
     if not counts:
-        return "warn", f"no enrolments (sync version {version}): nobody can be recognised"
-    return "ok", ", ".join(f"{m}: {n}" for m, n in sorted(counts.items())) + f" (version {version})"
+        return "warn", f"no enrolments (sync version {version}): nobody can be recognised{sealed}"
+    listed = ", ".join(f"{m}: {n}" for m, n in sorted(counts.items()))
+    return "ok", f"{listed} (version {version}){sealed}"
 
 
 def check_liveness(cfg: AppConfig, gating: list[str]) -> tuple[str, str]:
