@@ -5,7 +5,10 @@ nothing (docs/privacy.md).
 Three providers ship (registered by the in-tree ``fr_keys`` plugin; a third-party package
 registers more with ``fr_register_key_providers``):
 
-- ``file``: a key file outside the data folder, created 0400 on first start;
+- ``file``: a key file outside the data folder, created 0400 on first start; by default
+  ``<data folder>.key`` beside the database's folder (``/var/lib/fr-edge/data.key`` for
+  ``/var/lib/fr-edge/data/faces.db``), so every command run on one database, whoever runs it,
+  finds the same key;
 - ``env``: an environment variable holding the key in hex or base64;
 - ``credential``: a systemd credential (``LoadCredential=``, or ``LoadCredentialEncrypted=``
   sealed to the TPM, which on a Jetson is the OP-TEE fTPM), read from
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import logging
 import os
 import stat
+import tempfile
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fr_core.errors import FrEdgeError
 from fr_core.logsetup import register_secret
@@ -40,16 +45,17 @@ class KeyUnavailableError(FrEdgeError):
     """The device key cannot be read; the message says from where and what to do."""
 
 
-def default_key_file() -> Path:
-    """``$XDG_CONFIG_HOME/fr-edge/device.key`` (``~/.config/fr-edge/device.key``)."""
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "fr-edge" / "device.key"
+def default_key_file(db_file: Path) -> Path:
+    """The key file of a database when the config names none: ``<folder>.key`` beside the
+    database's folder. It depends on the database only, never on who runs the command."""
+    folder = Path(os.path.abspath(db_file)).parent
+    return folder.with_name(folder.name + ".key")
 
 
-def parse_key(data: bytes, where: str) -> bytes:
-    """A key given as 32 raw bytes, 64 hex digits or base64 of 32 bytes (whitespace around
-    the text form is ignored)."""
-    if len(data) == KEY_BYTES:
+def parse_key(data: bytes, where: str, *, raw: bool = True) -> bytes:
+    """A key given as 64 hex digits or base64 of 32 bytes (whitespace around them ignored),
+    or, when ``raw`` (files and credentials, not text variables), as 32 raw bytes."""
+    if raw and len(data) == KEY_BYTES:
         return bytes(data)
     text = data.strip()
     try:
@@ -60,9 +66,12 @@ def parse_key(data: bytes, where: str) -> bytes:
             return decoded
     except (binascii.Error, ValueError):
         pass
+    forms = f"{2 * KEY_BYTES} hex digits or base64 of {KEY_BYTES} bytes"
+    if raw:
+        forms = f"{KEY_BYTES} raw bytes, " + forms
+    empty = " (an empty file was never written: delete it to make a new key)" if not data else ""
     raise KeyUnavailableError(
-        f"{where} does not hold a device key: expected {KEY_BYTES} raw bytes, "
-        f"{2 * KEY_BYTES} hex digits or base64 of {KEY_BYTES} bytes ({len(data)} bytes found)"
+        f"{where} does not hold a device key: expected {forms} ({len(data)} bytes found){empty}"
     )
 
 
@@ -70,58 +79,95 @@ class FileKeyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: Path | None = Field(
-        None, description="the key file; default $XDG_CONFIG_HOME/fr-edge/device.key"
+        None, description="the key file (absolute); default <data folder>.key beside it"
     )
     create: bool = Field(True, description="create a new random key (mode 0400) when missing")
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_absolute():
+            raise ValueError(
+                f"{path} is relative: give an absolute path (a service's working folder may be /)"
+            )
+        return path
 
 
 class FileKeyProvider:
     """A key file outside the data folder."""
 
-    def __init__(self, path: Path | None = None, create: bool = True) -> None:
-        self.path = Path(path) if path is not None else default_key_file()
+    def __init__(self, path: Path, create: bool = True) -> None:
+        self.path = Path(path)
         self.create = create
 
     def describe(self) -> str:
         return f"file {self.path}"
 
     def load(self) -> bytes:
-        if not self.path.exists():
+        if not os.path.lexists(self.path):
             if not self.create:
                 raise KeyUnavailableError(
-                    f"the device key file {self.path} does not exist (create: false); restore "
-                    "it from your backup, or allow create to start with a new key (the "
-                    "templates then come back by a full resync)"
+                    f"the device key file {self.path} does not exist; restore it from your "
+                    "backup, or run as the device's user with its config (this command does not "
+                    "make a key: `fr-edge run` or `fr-edge sync` makes one for a new database)"
                 )
             return self._create()
-        mode = stat.S_IMODE(self.path.stat().st_mode)
-        if mode & 0o077:
-            os.chmod(self.path, 0o400)
-            log.warning("device key %s was readable by others (mode %o); now 0400", self.path, mode)
         try:
             data = self.path.read_bytes()
+            mode = stat.S_IMODE(self.path.stat().st_mode)
         except OSError as exc:
             raise KeyUnavailableError(
-                f"cannot read the device key file {self.path}: {exc}"
+                f"cannot read the device key file {self.path}: {exc.strerror} (run as the "
+                "device's user, or give it read access)"
             ) from exc
+        if mode & 0o077:
+            try:
+                os.chmod(self.path, 0o400)
+                log.warning(
+                    "device key %s was readable by others (mode %o); now 0400", self.path, mode
+                )
+            except OSError:
+                log.warning(
+                    "device key %s is readable by others (mode %o) and this user cannot change "
+                    "it: chmod 0400 it",
+                    self.path,
+                    mode,
+                )
         return parse_key(data, f"the device key file {self.path}")
 
     def _create(self) -> bytes:
+        """A new random key, written whole or not at all: into a temporary file, synced, then
+        linked to its name (so two starts racing agree on one key) and the folder synced."""
         key = os.urandom(KEY_BYTES)
-        self.path.parent.mkdir(parents=True, mode=0o700, exist_ok=True)
+        folder = self.path.parent
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
-        except FileExistsError:  # another process made it first: use theirs
-            return self.load()
+            folder.mkdir(parents=True, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".device-key-", dir=folder)
         except OSError as exc:
             raise KeyUnavailableError(
-                f"cannot create the device key file {self.path}: {exc}"
+                f"cannot create the device key file {self.path}: {exc.strerror}"
             ) from exc
         try:
+            os.fchmod(fd, 0o400)
             os.write(fd, key)
             os.fsync(fd)
-        finally:
             os.close(fd)
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:  # another process made it first: use theirs
+                return self.load()
+        except OSError as exc:
+            raise KeyUnavailableError(
+                f"cannot create the device key file {self.path}: {exc.strerror}"
+            ) from exc
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
         log.warning(
             "created a new device key at %s: keep a copy apart from the device; without it "
             "the templates come back only by a full resync",
@@ -154,8 +200,12 @@ class EnvKeyProvider:
                 f"the environment variable {self.variable} is not set: set it to the device "
                 f"key ({2 * KEY_BYTES} hex digits or base64 of {KEY_BYTES} bytes)"
             )
-        register_secret(value)
-        return parse_key(value.encode(), f"the environment variable {self.variable}")
+        for form in {value, value.strip()}:
+            register_secret(form)
+        key = parse_key(value.encode(), f"the environment variable {self.variable}", raw=False)
+        for form in (key.hex(), base64.b64encode(key).decode()):  # as it might be printed
+            register_secret(form)
+        return key
 
 
 class CredentialKeyConfig(BaseModel):

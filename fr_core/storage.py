@@ -212,7 +212,8 @@ class DatabaseManager:
     before use (it creates or upgrades the schema); it is idempotent. ``storage_options``
     are the plugin's own options, e.g. for ``sqlite`` where the device key comes from:
     ``{"key": {"provider": "env", "options": {"variable": "FR_EDGE_DEVICE_KEY"}}}``
-    (default: the key file ``$XDG_CONFIG_HOME/fr-edge/device.key``, made on first start).
+    (default: the key file ``<data folder>.key`` beside the database's folder, made on first
+    start).
     """
 
     def __init__(
@@ -241,9 +242,13 @@ class DatabaseManager:
         self.storage: Storage = reg.create(ComponentKind.STORAGE, storage, options)
 
     @classmethod
-    def from_config(cls, config: Any, registry: Any = None) -> DatabaseManager:
+    def from_config(
+        cls, config: Any, registry: Any = None, *, inspect: bool = False
+    ) -> DatabaseManager:
         """The database a device config describes: its ``storage`` block (default: the
-        ``sqlite`` plugin) at ``db_path``, in the config's ``dev_mode``."""
+        ``sqlite`` plugin) at ``db_path``, in the config's ``dev_mode``. ``inspect`` (for
+        commands that only look, like ``fr-edge status``): the storage must not make a new
+        device key nor forget what another key sealed; it refuses to open instead."""
 
         reg = registry or build_registry()
         block = config.storage
@@ -252,7 +257,8 @@ class DatabaseManager:
         self = cls.__new__(cls)
         self.path = str(options.get("path") or config.db_path)
         self.dev_mode = bool(options.get("dev_mode", config.dev_mode))
-        ctx = BuildContext(registry=reg, app_config=config)
+        extras = {"inspect": True, "create_key": False} if inspect else {}
+        ctx = BuildContext(registry=reg, app_config=config, extras=extras)
         self.storage = reg.create(ComponentKind.STORAGE, name, options, ctx, path="storage")
         return self
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import re
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 
@@ -18,11 +17,6 @@ settings.register_profile("long", max_examples=10_000, deadline=None)
 settings.load_profile(os.environ.get("FR_HYPOTHESIS_PROFILE", "ci"))
 
 REPO = Path(__file__).resolve().parents[1]
-
-# The default device key (fr_core.keys) is $XDG_CONFIG_HOME/fr-edge/device.key: a test run
-# keeps its own, in a folder of its own, and never writes into the user's home. Processes the
-# tests start inherit it.
-os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="fr-edge-test-config-")
 
 
 @pytest.fixture

@@ -7,6 +7,15 @@ import time
 from fr_core import DatabaseManager
 
 path, key_file = sys.argv[1], sys.argv[2]
+if sys.argv[3:] == ["hang"]:  # die (be killed) after the commit, before the WAL truncation
+    from fr_sqlite.database import Database
+
+    def hang(self):
+        sys.stdout.write("committed\n")
+        sys.stdout.flush()
+        time.sleep(3600)
+
+    Database._shred_wal = hang
 db = DatabaseManager(
     path, storage_options={"key": {"provider": "file", "options": {"path": key_file}}}
 )

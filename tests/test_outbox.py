@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy, StorageError
+from fr_core import DatabaseManager, OutboxFullError, OutboxPolicy
 from fr_core.testing import wait_for
 
 from .conftest import REPO
@@ -117,7 +117,9 @@ def test_acknowledged_images_leave_the_file(db):
     assert con.execute("SELECT count(*) FROM outbox_keys").fetchone() == (0,)
 
 
-def test_a_damaged_sealed_image_is_reported_not_sent(db):
+def test_a_damaged_sealed_image_is_reported_not_sent(db, caplog):
+    """Its event still goes (without the image): one bad picture must not hold back every
+    event behind it (issue 16 review)."""
     db.outbox_append(event(1))
     con = sqlite3.connect(db.path)
     (image,) = con.execute("SELECT image FROM outbox_images").fetchone()
@@ -125,8 +127,12 @@ def test_a_damaged_sealed_image_is_reported_not_sent(db):
     con.execute("UPDATE outbox_images SET image = ?", (damaged,))
     con.commit()
     con.close()
-    with pytest.raises(StorageError, match=f"event {event(1)['event_id']} fails its integrity"):
-        db.outbox_claim()
+    caplog.set_level("ERROR")
+    (item,) = db.outbox_claim()
+    assert item.event_id == event(1)["event_id"] and "image" not in item.payload
+    assert f"event {event(1)['event_id']} fails its integrity" in caplog.text
+    assert "sent without its face image" in caplog.text
+    assert db.outbox_stats().counters["images_unopenable_total"] == 1
 
 
 def test_images_queued_by_schema_2_are_sealed_on_upgrade(tmp_path):

@@ -616,13 +616,15 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 86400:.1f} days ago"
 
 
-def _open_db(config_file: Path, must_exist: bool) -> tuple[Any, Any, Any]:
+def _open_db(config_file: Path, must_exist: bool, inspect: bool) -> tuple[Any, Any, Any]:
+    """The device's database; ``inspect``: for commands that only look, which never make a
+    device key nor forget what another key sealed (docs/privacy.md)."""
     from fr_core.storage import DatabaseManager
 
     cfg = load_config(config_file)
     registry = build_registry()
     register_secret(cfg.api_key_value())
-    db = DatabaseManager.from_config(cfg, registry)
+    db = DatabaseManager.from_config(cfg, registry, inspect=inspect)
     if must_exist and "://" not in db.path and not Path(db.path).exists():
         raise FrEdgeError(
             f"no database at {db.path} yet: it is created by `fr-edge sync` or `fr-edge run`"
@@ -640,7 +642,7 @@ def status(config_file: Path, as_json: bool) -> None:
     Reads the database the config names (db_path or the storage block); it does not contact
     the broker.
     """
-    _, _, db = _open_db(config_file, must_exist=True)
+    _, _, db = _open_db(config_file, must_exist=True, inspect=True)
     try:
         counts = db.count_enrollments()
         state = db.get_sync_state()
@@ -722,7 +724,7 @@ def sync(config_file: Path, progress: bool | None) -> None:
     from fr_core.interfaces import ComponentKind
     from fr_core.plugins import BuildContext
 
-    cfg, registry, db = _open_db(config_file, must_exist=False)
+    cfg, registry, db = _open_db(config_file, must_exist=False, inspect=False)
     if cfg.transport is None:
         db.close()
         raise ConfigError(f"{config_file}: no transport configured: add a transport block")
@@ -1065,7 +1067,7 @@ def calibrate(
         registry = build_registry()
     else:
         assert config_file is not None
-        _, registry, db = _open_db(config_file, must_exist=True)
+        _, registry, db = _open_db(config_file, must_exist=True, inspect=True)
         try:
             galleries = dict(sorted(_galleries(db).items()))
         finally:

@@ -221,7 +221,7 @@ def check_gallery(cfg: AppConfig, registry: Any) -> tuple[str, str]:
     target = str(block.get("path") or cfg.db_path)
     if "://" not in target and not Path(target).exists():
         return "warn", "no database yet: the first sync fills it (fr-edge sync)"
-    with DatabaseManager.from_config(cfg, registry) as db:
+    with DatabaseManager.from_config(cfg, registry, inspect=True) as db:
         counts = db.count_enrollments()
         version = db.get_sync_state().version
         sealing = db.sealing_status()

@@ -54,6 +54,10 @@ class IoTClientConfig(BaseModel):
     transport_options: dict[str, Any] = Field(default_factory=dict)
     allow_insecure: bool = False
     db_path: str = "fr-edge-data/faces.db"
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="the sqlite storage's options, e.g. where the device key comes from",
+    )
     dev_mode: bool = False
     image_target_kb: float = Field(50.0, ge=2)
     batch_size: int = Field(100, ge=1, le=500)
@@ -131,7 +135,10 @@ class IoTClient:
         self.config = config
         self.registry = registry or build_registry()
         self.db = db or DatabaseManager(
-            config.db_path, dev_mode=config.dev_mode, registry=self.registry
+            config.db_path,
+            dev_mode=config.dev_mode,
+            registry=self.registry,
+            storage_options=config.storage_options,
         )
         self._own_db = db is None
         self.transport: Any = None

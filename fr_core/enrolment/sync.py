@@ -388,6 +388,7 @@ class SyncManagerFactory:
         models: Mapping[str, int] | None = None,
         transport: str | None = None,
         registry: Any = None,
+        storage_options: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> tuple[SyncManager, DatabaseManager, Any]:
         """Returns ``(sync_manager, db, client)``.
@@ -395,10 +396,14 @@ class SyncManagerFactory:
         ``client`` is the sync source: ``source`` when given, else an :class:`IoTClient` for
         the broker (transport by the URL's scheme, or ``transport``; extra keyword options go
         to the transport) sharing the database. Call ``client.start()`` to also send events.
+        ``storage_options`` go to the storage plugin (for sqlite: where the device key comes
+        from; by default the key file beside the database's folder).
         """
 
         reg = registry or build_registry()
-        db = DatabaseManager(db_path, dev_mode=dev_mode, registry=reg)
+        db = DatabaseManager(
+            db_path, dev_mode=dev_mode, registry=reg, storage_options=storage_options
+        )
         db.initialize()
         if source is None:
             source = IoTClient(
@@ -408,6 +413,7 @@ class SyncManagerFactory:
                     api_key=api_key,
                     transport=transport,
                     db_path=db_path,
+                    storage_options=dict(storage_options or {}),
                     dev_mode=dev_mode,
                     transport_options=options,
                 ),

@@ -9,15 +9,17 @@ from typing import Any
 from fr_core import hookimpl
 from fr_core.errors import ConfigError
 from fr_core.interfaces import ComponentKind
+from fr_core.keys import default_key_file
+from fr_core.plugins import BuildContext
 from fr_core.storage import OutboxPolicy
 
 
-def _outside_data_folder(provider: Any, db_path: Path) -> None:
+def _outside_data_folder(provider: Any, db_file: Path | None) -> None:
     """A key file in the database's own folder would travel with it: refused."""
     key_file = getattr(provider, "path", None)
-    if key_file is None or "://" in str(db_path):
+    if key_file is None or db_file is None:
         return
-    data = db_path.resolve().parent
+    data = db_file.resolve().parent
     if Path(key_file).resolve().is_relative_to(data):
         raise ConfigError(
             f"storage.options.key: the key file {key_file} is inside the data folder {data}: "
@@ -28,6 +30,7 @@ def _outside_data_folder(provider: Any, db_path: Path) -> None:
 
 @hookimpl
 def fr_register_storages(register: Any) -> None:
+    from fr_sqlite.database import database_file
     from fr_sqlite.store import SqliteStorage, SqliteStorageConfig
 
     def factory(cfg: SqliteStorageConfig, ctx: Any) -> SqliteStorage:
@@ -37,14 +40,19 @@ def fr_register_storages(register: Any) -> None:
             raise ValueError("no database path: set storage.path or the top-level db_path")
         dev_mode = cfg.dev_mode if cfg.dev_mode is not None else bool(app and app.dev_mode)
         policy = OutboxPolicy(**cfg.outbox.model_dump())
+        db_file = database_file(path)
+        # the default key file follows the database (never the user who runs the command);
+        # inspecting commands (status, doctor) pass create_key=False and never make one
+        extras = dict(ctx.extras)
+        extras.setdefault("default_key_file", default_key_file(db_file) if db_file else None)
         provider = ctx.registry.create(
             ComponentKind.KEY_PROVIDER,
             cfg.key.provider,
             cfg.key.options,
-            ctx,
+            BuildContext(registry=ctx.registry, app_config=ctx.app_config, extras=extras),
             path="storage.options.key.options",
         )
-        _outside_data_folder(provider, Path(path))
+        _outside_data_folder(provider, db_file)
         return SqliteStorage(
             path,
             dev_mode,
@@ -52,7 +60,7 @@ def fr_register_storages(register: Any) -> None:
             cfg.on_corruption,
             cfg.busy_timeout_seconds,
             key_provider=provider,
-            on_key_loss=cfg.on_key_loss,
+            on_key_loss="fail" if extras.get("inspect") else cfg.on_key_loss,
         )
 
     register(

@@ -19,6 +19,7 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     update,
@@ -29,7 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from fr_core.clock import DeviceClock, boot_number
 from fr_core.delivery.events import format_timestamp
 from fr_core.interfaces import KeyProvider
-from fr_core.keys import FileKeyProvider
+from fr_core.keys import FileKeyProvider, default_key_file
 from fr_core.storage import (
     OutboxPolicy,
     StorageError,
@@ -41,6 +42,16 @@ from fr_sqlite.templates import TemplateSealer
 log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
+
+
+def database_file(target: str) -> Path | None:
+    """The SQLite file a path or SQLAlchemy URL names, or None (another database, memory)."""
+    if "://" not in target:
+        return Path(target)
+    url = make_url(target)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(str(url.database))
+    return None
 
 
 def now_iso() -> str:
@@ -75,7 +86,15 @@ class Database:
     ):
         self.clock = clock or DeviceClock()
         # where the device key comes from; read at initialize(), kept only as derived keys
-        self.key_provider: KeyProvider = key_provider or FileKeyProvider()
+        if key_provider is None:
+            file = database_file(path)
+            if file is None:
+                raise StorageError(
+                    f"{path}: a database that is not a SQLite file needs a key provider named "
+                    "in the storage block (key.provider; docs/privacy.md)"
+                )
+            key_provider = FileKeyProvider(default_key_file(file))
+        self.key_provider: KeyProvider = key_provider
         self.on_key_loss = on_key_loss
         self._sealer: TemplateSealer | None = None
         self.last_key_loss: dict[str, Any] | None = None
@@ -222,12 +241,7 @@ class Database:
             self._counter(conn, "corruption_recoveries", 1)
 
     def _file(self) -> Path | None:
-        if "://" not in self._target:
-            return Path(self._target)
-        url = make_url(self._target)
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            return Path(str(url.database))
-        return None
+        return database_file(self._target)
 
     def _initialize(self) -> None:
         with self._lock:
@@ -240,7 +254,7 @@ class Database:
                 )
             with self.writer.begin() as conn:
                 start, end = s.migrate(conn, self._sealer)
-                lost = self._check_key(conn, self._sealer)
+                self._check_key(conn, self._sealer)
                 if conn.execute(select(s.sync_state.c.id)).first() is None:
                     conn.execute(insert(s.sync_state).values(id=1, version=0, resync_in_progress=0))
                 if not self.dev_mode:
@@ -260,9 +274,9 @@ class Database:
             raise StorageError(f"cannot open the database {self._target}: {short(exc)}") from exc
         if start != end:
             log.info("database schema upgraded from version %d to %d", start, end)
-        if start != end or lost:
-            # the replaced plaintext (or the forgotten ciphertext) may still sit in the WAL
-            self._shred_wal()
+        # at every start: what a migration replaced (or a key loss forgot) may still sit in
+        # the WAL, even from a start that was killed after its commit
+        self._shred_wal()
         self._dims = {}
 
     @property
@@ -272,23 +286,38 @@ class Database:
         return self._sealer
 
     def _check_key(self, conn: Connection, sealer: TemplateSealer) -> bool:
-        """Whether the database was sealed with another key than this one. Then, unless
-        ``on_key_loss`` is "fail", what that key sealed is forgotten in this transaction
-        and the next sync is a full resync: templates and the queued events' images cannot
-        be opened any more, the events themselves are kept and sent without their image."""
+        """Whether the database was sealed with another key than this one (True: what that
+        key sealed was forgotten in this transaction, and the next sync is a full resync).
+
+        Another key **from the same source** (the key file made again, the variable or
+        credential replaced) means the old key is lost: unless ``on_key_loss`` is "fail",
+        templates and the queued images it sealed are deleted (the events are kept, sent
+        without their image). Another key **from another source** is refused, changing
+        nothing: a command run by another user, or a config naming another provider, must
+        never wipe the device's templates (and then have the device wipe its own)."""
         row = conn.execute(select(s.key_check)).first()
         if row is None:
-            s.record_key(conn, sealer)
-            return False
-        if row.key_id == sealer.key_id:
+            if self._opens_what_is_sealed(conn, sealer):
+                s.record_key(conn, sealer)
+                return False
+            old_id, old_source = "unknown", sealer.source  # the record is gone: damaged
+        elif row.key_id == sealer.key_id:
             if row.source != sealer.source:
                 conn.execute(update(s.key_check).values(source=sealer.source))
                 log.info("device key now from %s (was %s); same key", sealer.source, row.source)
             return False
+        else:
+            old_id, old_source = row.key_id, row.source
         what = (
             f"the device key from {sealer.source} (id {sealer.key_id}) is not the key this "
-            f"database was sealed with (id {row.key_id}, from {row.source})"
+            f"database was sealed with (id {old_id}, from {old_source})"
         )
+        if old_source != sealer.source:
+            raise StorageError(
+                f"{what}: this looks like another key source, not a lost key, so nothing is "
+                "deleted; run with the device's key (its config and user), or restore it. To "
+                "start again from the broker with this key, delete the database file"
+            )
         if self.on_key_loss == "fail":
             raise StorageError(
                 f"{what}: restore that key, or set the storage option on_key_loss: resync to "
@@ -296,8 +325,17 @@ class Database:
             )
         users = conn.execute(delete(s.enrolled_users)).rowcount
         conn.execute(delete(s.enrolled_users_staging))
+        lost_ids = [r[0] for r in conn.execute(select(s.outbox_keys.c.outbox_id))]
         images = conn.execute(delete(s.outbox_keys)).rowcount
         conn.execute(delete(s.outbox_images))
+        if lost_ids:  # the events now weigh their payload only
+            conn.execute(
+                update(s.outbox)
+                .where(s.outbox.c.id.in_(lost_ids))
+                .values(size=func.length(s.outbox.c.payload))
+            )
+            total = conn.execute(select(func.coalesce(func.sum(s.outbox.c.size), 0))).scalar()
+            self._set_counter(conn, "outbox_bytes", int(total or 0))
         conn.execute(update(s.sync_state).values(version=0, resync_in_progress=0))
         s.record_key(conn, sealer)
         self._counter(conn, "key_losses", 1)
@@ -310,7 +348,29 @@ class Database:
             users,
             images,
         )
-        self.last_key_loss = {"templates": users, "images": images, "old_key_id": row.key_id}
+        self.last_key_loss = {"templates": users, "images": images, "old_key_id": old_id}
+        return True
+
+    @staticmethod
+    def _opens_what_is_sealed(conn: Connection, sealer: TemplateSealer) -> bool:
+        """With no key record (a new database, or a damaged one): whether this key opens a
+        template and an image key already stored (True when there is none)."""
+        u = s.enrolled_users
+        row = conn.execute(
+            select(u.c.user_id, u.c.model, u.c.embedding).where(u.c.embedding.is_not(None))
+        ).first()
+        key = conn.execute(
+            select(s.outbox.c.event_id, s.outbox_keys.c.key).join(
+                s.outbox, s.outbox.c.id == s.outbox_keys.c.outbox_id
+            )
+        ).first()
+        try:
+            if row is not None:
+                sealer.open(row.user_id, row.model, row.embedding)
+            if key is not None:
+                sealer.unwrap(key.event_id, key.key)
+        except StorageError:
+            return False
         return True
 
     def sealing_status(self) -> dict[str, Any]:

@@ -134,9 +134,16 @@ class Enrolments(Database):
         if model is not None:
             q = q.where(u.c.model == model)
         with self.engine.connect() as conn:
-            return {
-                r.user_id: self._vector(r.user_id, r.model, r.embedding) for r in conn.execute(q)
-            }
+            rows = conn.execute(q).all()
+        found, bad = {}, []
+        for r in rows:
+            try:
+                found[r.user_id] = self._vector(r.user_id, r.model, r.embedding)
+            except StorageError:
+                bad.append(r.user_id)
+        if bad:
+            self._forget_unopenable(bad)
+        return found
 
     def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
         last = ""
@@ -148,8 +155,16 @@ class Enrolments(Database):
                 rows = conn.execute(q.order_by(s.enrolled_users.c.user_id).limit(batch)).all()
             if not rows:
                 return
+            bad = []
             for row in rows:
-                yield self._row_to_enrollment(row)
+                try:
+                    item = self._row_to_enrollment(row)
+                except StorageError:
+                    bad.append(row.user_id)
+                    continue
+                yield item
+            if bad:
+                self._forget_unopenable(bad)
             last = rows[-1].user_id
 
     def iter_embedding_blocks(

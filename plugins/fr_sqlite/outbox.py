@@ -222,8 +222,13 @@ class Outbox(Database):
             if sealed is None:
                 payload.wire = text.encode()
             else:
-                opened = self.sealer.unwrap(event_id, key) if key is not None else None
-                b64 = unseal(event_id, opened, sealed)  # base64 ASCII, as stored
+                try:
+                    b64 = unseal(event_id, self.sealer.unwrap(event_id, key), sealed)
+                except StorageError as exc:  # the event matters more than its picture
+                    self._image_unopenable(event_id, exc)
+                    payload.wire = text.encode()
+                    items.append(OutboxItem(rid, event_id, payload, attempts, created_at))
+                    continue
                 payload["image"] = b64.decode("ascii")
                 # the stored JSON is an object without "image": splice it in as bytes, in
                 # one allocation, nothing re-escaped or re-encoded on the way to the socket
@@ -231,6 +236,13 @@ class Outbox(Database):
                 payload.wire = b"".join((head, b'"image":"', b64, b'"}'))
             items.append(OutboxItem(rid, event_id, payload, attempts, created_at))
         return items
+
+    def _image_unopenable(self, event_id: str, exc: StorageError) -> None:
+        """A queued image that cannot be opened (damaged, or its key): the event is sent
+        without it, logged and counted, instead of holding back every event behind it."""
+        log.error("%s: event %s is sent without its face image", exc, event_id)
+        with self.writer.begin() as conn:
+            self._counter(conn, "images_unopenable_total", 1)
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
         """Delete delivered events (row, key and sealed image); returns how many were still

@@ -63,8 +63,9 @@ class SqliteStorageConfig(BaseModel):
     )
     on_key_loss: Literal["resync", "fail"] = Field(
         "resync",
-        description="a database sealed with another key than the one given: forget what it "
-        "sealed and resync from the broker, or fail",
+        description="a database sealed with another key than its recorded key source now "
+        "gives: forget what it sealed and resync from the broker, or fail (another key from "
+        "another source is always refused)",
     )
 
 

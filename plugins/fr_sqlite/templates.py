@@ -54,8 +54,8 @@ class TemplateSealer:
         aad = self._aad(user_id, model, len(raw) // 4)
         return FORMAT + nonce + self._templates.encrypt(nonce, raw, aad)
 
-    def open(self, user_id: str, model: str | None, blob: bytes) -> bytes:
-        if len(blob) < OVERHEAD or blob[:1] != FORMAT:
+    def open(self, user_id: str, model: str | None, blob: bytes | None) -> bytes:
+        if blob is None or len(blob) < OVERHEAD or blob[:1] != FORMAT:
             raise StorageError(
                 f"the template of {user_id!r} is not sealed: the database is damaged"
             )
@@ -74,8 +74,8 @@ class TemplateSealer:
         nonce = os.urandom(NONCE_BYTES)
         return FORMAT + nonce + self._wrap.encrypt(nonce, key, b"outbox key\0" + event_id.encode())
 
-    def unwrap(self, event_id: str, blob: bytes) -> bytes:
-        if len(blob) < OVERHEAD or blob[:1] != FORMAT:
+    def unwrap(self, event_id: str, blob: bytes | None) -> bytes:
+        if blob is None or len(blob) < OVERHEAD or blob[:1] != FORMAT:
             raise StorageError(f"the image key of event {event_id} is not wrapped: damaged")
         try:
             return self._wrap.decrypt(
