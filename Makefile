@@ -136,4 +136,4 @@ clean:
 	rm -rf $(VENV) $(CV48) build *.egg-info .pytest_cache .ruff_cache .hypothesis .benchmarks
 
 schemas: venv
-	$(BIN)/python -c "from fr_core.delivery.events import write_schemas; print(write_schemas('docs/schemas'))"
+	$(BIN)/python -c "from fr_core.events import write_schemas; print(write_schemas('docs/schemas'))"

@@ -14,15 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the names below, for type checkers; at run time they load on first use
     from fr_core.delivery.client import IoTClient, IoTClientConfig
-    from fr_core.delivery.events import (
-        EMOTION_CODES,
-        EmotionEvent,
-        FacialIdEvent,
-        distance_to_confidence,
-        parse_event,
-    )
     from fr_core.delivery.imaging import compress_image_for_event
-    from fr_core.delivery.validator import EventValidator
     from fr_core.enrolment.sync import SyncManager, SyncManagerFactory
     from fr_core.errors import (
         ComponentUnavailableError,
@@ -36,7 +28,15 @@ if TYPE_CHECKING:  # the names below, for type checkers; at run time they load o
         TransportUnavailable,
         UnknownComponentError,
     )
+    from fr_core.events import (
+        EMOTION_CODES,
+        EmotionEvent,
+        FacialIdEvent,
+        distance_to_confidence,
+        parse_event,
+    )
     from fr_core.hookspecs import hookimpl
+    from fr_core.pipeline.validator import EventValidator
     from fr_core.storage import (
         DatabaseManager,
         DevModeError,
@@ -62,11 +62,11 @@ _LAZY = {
     "TransportTLSError": "fr_core.errors",
     "TransportUnavailable": "fr_core.errors",
     "UnknownComponentError": "fr_core.errors",
-    "EMOTION_CODES": "fr_core.delivery.events",
-    "EmotionEvent": "fr_core.delivery.events",
-    "FacialIdEvent": "fr_core.delivery.events",
-    "distance_to_confidence": "fr_core.delivery.events",
-    "parse_event": "fr_core.delivery.events",
+    "EMOTION_CODES": "fr_core.events",
+    "EmotionEvent": "fr_core.events",
+    "FacialIdEvent": "fr_core.events",
+    "distance_to_confidence": "fr_core.events",
+    "parse_event": "fr_core.events",
     "hookimpl": "fr_core.hookspecs",
     "compress_image_for_event": "fr_core.delivery.imaging",
     "DatabaseManager": "fr_core.storage",
@@ -77,7 +77,7 @@ _LAZY = {
     "SyncError": "fr_core.storage",
     "SyncManager": "fr_core.enrolment.sync",
     "SyncManagerFactory": "fr_core.enrolment.sync",
-    "EventValidator": "fr_core.delivery.validator",
+    "EventValidator": "fr_core.pipeline.validator",
 }
 
 
@@ -94,7 +94,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "EMOTION_CODES",

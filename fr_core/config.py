@@ -33,10 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from fr_core.app.metrics import MetricsSettings
 from fr_core.errors import ConfigError
+from fr_core.events import EMOTION_CODES
 from fr_core.interfaces import ComponentKind
-from fr_core.pipeline.emotions import EmotionSettings
 
 API_KEY_ENV = "FR_API_KEY"
 SECRET_WORDS = ("api_key", "password", "secret", "token", "passphrase", "private_key")
@@ -48,6 +47,63 @@ BROKER_SCHEMES = {"https": True, "mqtts": True, "http": False, "mqtt": False}  #
 def is_secret_key(key: str) -> bool:
     k = key.lower()
     return any(w in k for w in SECRET_WORDS)
+
+
+# --- the settings blocks the stages read (they live here: the config is the root's) -----
+
+DEFAULT_EMOTIONS = [e for e in EMOTION_CODES if e != "neutral"]
+
+
+class EmotionSettings(BaseModel):
+    """The ``emotions`` block of the device config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    emotions: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_EMOTIONS),
+        description="emotions that produce events (" + ", ".join(EMOTION_CODES) + ")",
+    )
+    min_intensity: float = Field(
+        0.5, gt=0.0, le=1.0, description="least probability of the emotion in an analysis"
+    )
+    min_duration_seconds: float = Field(
+        2.0, ge=0.0, le=3600.0, description="how long an emotion must last before an event"
+    )
+    cooldown_seconds: float = Field(
+        60.0,
+        ge=0.0,
+        le=86400.0,
+        description="least time between two events of one emotion of one person",
+    )
+    max_misses: int = Field(
+        1, ge=0, le=100, description="analyses naming another emotion an episode survives"
+    )
+    analyze_every_n_frames: int = Field(
+        3, ge=1, le=1000, description="analyse each face every n-th processed frame"
+    )
+    unknown_faces: bool = Field(
+        False, description="also report emotions of faces not recognised (user_id null)"
+    )
+
+    @field_validator("emotions")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [e for e in v if e not in EMOTION_CODES]
+        if bad:
+            raise ValueError(
+                f"unknown emotion(s) {', '.join(map(repr, bad))}; known: {', '.join(EMOTION_CODES)}"
+            )
+        return v
+
+
+class MetricsSettings(BaseModel):
+    """The ``metrics`` block of the device config."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = Field(False, description="serve Prometheus metrics")
+    address: str = Field("127.0.0.1", description="listen address (loopback by default)")
+    port: int = Field(9108, ge=0, le=65535, description="listen port (0: any free port)")
 
 
 class ComponentConfig(BaseModel):

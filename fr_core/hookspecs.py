@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from fr_core.delivery.events import AnyEvent
+    from fr_core.events import AnyEvent
     from fr_core.modelfiles import ModelFile
     from fr_core.pipeline.engine import Engine
     from fr_core.plugins import RegisterCallback

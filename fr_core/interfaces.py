@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 
 if TYPE_CHECKING:  # the storage value types; fr_core.storage imports this module
-    from fr_core.enrolment.syncpage import ChangesPage
     from fr_core.storage import (
         ApplyResult,
         Enrollment,
@@ -27,6 +26,7 @@ if TYPE_CHECKING:  # the storage value types; fr_core.storage imports this modul
         OutboxStats,
         SyncState,
     )
+    from fr_core.syncpage import ChangesPage
 
 
 class ComponentKind(str, enum.Enum):

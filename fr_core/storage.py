@@ -341,7 +341,7 @@ class DatabaseManager:
 
     def apply_changes(self, page: Any) -> ApplyResult:
         """Apply one validated sync page atomically
-        (:class:`fr_core.enrolment.syncpage.ChangesPage`)."""
+        (:class:`fr_core.syncpage.ChangesPage`)."""
         return self.storage.apply_changes(page)
 
     def record_sync_attempt(self, error: str | None) -> None:

@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from fr_core import EventValidator
-from fr_core.delivery.events import EMOTION_CODES, parse_event
+from fr_core.config import DEFAULT_EMOTIONS, EmotionSettings
+from fr_core.events import EMOTION_CODES, parse_event
 from fr_core.interfaces import AnalysisResult, ComponentKind, FrameResult, ReadStatus
-from fr_core.pipeline.emotions import DEFAULT_EMOTIONS, EmotionPersistence, EmotionSettings
+from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.plugins import build_registry
 

@@ -32,7 +32,8 @@ def test_enrols_a_good_photo_in_dev_mode(fr_data, tmp_path):
         "Barack Obama",
     )
     assert out.exit_code == 0, out.output
-    assert out.output.startswith("enrolled EMP-OBAMA (SFace, 128 values; face ")
+    # (the log line before it: the new device key this first start made)
+    assert out.output.splitlines()[-1].startswith("enrolled EMP-OBAMA (SFace, 128 values; face ")
     with DatabaseManager(str(tmp_path / "faces.db"), dev_mode=True) as db:
         e = db.get_enrollment("EMP-OBAMA")
     assert e.display_name == "Barack Obama" and e.model == "SFace" and e.detector == "yunet"

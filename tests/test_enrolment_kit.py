@@ -18,10 +18,10 @@ from fr_core import DatabaseManager
 from fr_core.app.cli import main
 from fr_core.config import default_config
 from fr_core.enrolment import EnrolmentKit, EnrolmentRefused
-from fr_core.enrolment.syncpage import decode_embedding, encode_embedding
 from fr_core.interfaces import ComponentKind
 from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
+from fr_core.syncpage import decode_embedding, encode_embedding
 
 ONE_FACE = ["obama.jpg", "biden.jpg", "lin-manuel-miranda.png", "alex-lacamoire.png"]
 

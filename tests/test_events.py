@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from fr_core.delivery.events import (
+from fr_core.events import (
     EMOTION_CODES,
     EmotionEvent,
     FacialIdEvent,

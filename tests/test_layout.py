@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ DEFERRED = {
     "urllib3": "as requests",
     "tqdm": "progress bars are drawn only by the long commands",
     "prometheus_client": "only loaded when the metrics endpoint is enabled",
-    "cryptography": "X.509 generation is needed only where a CA is made for a run",
+    "cryptography": "X.509 generation: only where a CA is made for a run (AES-GCM is imported "
+    "at the top where templates and images are sealed)",
     "pytest": "fr_core.testing helpers are importable without pytest installed",
 }
 # First-party modules whose functions may import first-party modules lazily, and why.
@@ -82,30 +84,80 @@ def _is_plugin_entry(name: str) -> bool:
     )
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    """``if TYPE_CHECKING:`` or ``if typing.TYPE_CHECKING:``, exactly."""
+    if isinstance(test, ast.Name):
+        return test.id == "TYPE_CHECKING"
+    return (
+        isinstance(test, ast.Attribute)
+        and test.attr == "TYPE_CHECKING"
+        and isinstance(test.value, ast.Name)
+        and test.value.id == "typing"
+    )
+
+
 def _type_checking_nodes(tree: ast.AST) -> set[int]:
     skip: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
-            for sub in node.body:
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            for sub in node.body:  # only the body: `else:` runs
                 skip.update(id(n) for n in ast.walk(sub))
     return skip
 
 
-def _imports(name: str) -> Iterator[tuple[ast.stmt, list[str], bool]]:
-    """(node, imported module names, inside a function) for each import of one module."""
+def _lazy_exports() -> dict[str, str]:
+    """fr_core's PEP 562 exports (``_LAZY``): name -> the module that defines it."""
+    tree = ast.parse((ROOT / "fr_core" / "__init__.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "_LAZY" for t in node.targets
+        ):
+            return ast.literal_eval(node.value)
+    raise AssertionError("fr_core/__init__.py has no _LAZY")
+
+
+LAZY_EXPORTS = _lazy_exports()
+
+
+@dataclass
+class Import:
+    node: ast.AST
+    base: str  # the module named (resolved when relative); for `import a.b`, a.b
+    targets: list[str]  # the modules it loads
+    lazy: bool  # inside a function (or lambda)
+
+
+def _dynamic_target(node: ast.AST) -> str | None:
+    """``importlib.import_module("x")``, ``import_module("x")`` or ``__import__("x")``."""
+    if not isinstance(node, ast.Call) or not node.args:
+        return None
+    func = node.func
+    name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+    arg = node.args[0]
+    if name in ("import_module", "__import__"):
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            return arg.value
+        return "<dynamic>"
+    return None
+
+
+def _imports(name: str) -> Iterator[Import]:
+    """Each import of one module, static or through importlib with a constant name."""
     path = MODULES[name]
     tree = ast.parse(path.read_text(), str(path))
     skip = _type_checking_nodes(tree)
     in_function: set[int] = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
             in_function.update(id(n) for n in ast.walk(node) if n is not node)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     for node in ast.walk(tree):
         if id(node) in skip:
             continue
+        lazy = id(node) in in_function
         if isinstance(node, ast.Import):
-            targets = [alias.name for alias in node.names]
+            for alias in node.names:
+                yield Import(node, alias.name, [alias.name], lazy)
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -113,13 +165,19 @@ def _imports(name: str) -> Iterator[tuple[ast.stmt, list[str], bool]]:
                 for _ in range(node.level - 1):
                     anchor = anchor.rpartition(".")[0]
                 base = f"{anchor}.{base}" if base else anchor
-            # `from pkg import mod` imports the submodule pkg.mod (pkg is loaded by then)
-            subs = [f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in MODULES]
-            targets = [base] if len(subs) < len(node.names) else []
-            targets = (targets + subs) or [base]
+            # `from pkg import mod` loads the submodule pkg.mod (pkg is loaded by then);
+            # `from fr_core import Name` loads the module _LAZY names for it
+            targets = [base]
+            for alias in node.names:
+                if f"{base}.{alias.name}" in MODULES:
+                    targets.append(f"{base}.{alias.name}")
+                elif base == "fr_core" and alias.name in LAZY_EXPORTS:
+                    targets.append(LAZY_EXPORTS[alias.name])
+            yield Import(node, base, targets, lazy)
         else:
-            continue
-        yield node, targets, id(node) in in_function
+            target = _dynamic_target(node)
+            if target is not None and not (name == "fr_core" and target == "<dynamic>"):
+                yield Import(node, target, [target], lazy)
 
 
 def _first_party(target: str) -> str | None:
@@ -130,14 +188,26 @@ def _first_party(target: str) -> str | None:
     return None
 
 
-def _graph() -> dict[str, set[str]]:
+def _ancestors(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:k]) for k in range(1, len(parts))]
+
+
+def _graph(runtime_only: bool = False) -> dict[str, set[str]]:
+    """module -> the first-party modules importing it runs, counting the packages a dotted
+    import initialises on the way (``import a.b.c`` runs ``a`` and ``a.b`` first), except
+    the importer's own packages, which are initialising already."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for name in MODULES:
-        for _node, targets, _lazy in _imports(name):
-            for target in targets:
+        own = set(_ancestors(name))
+        for imp in _imports(name):
+            for target in imp.targets:
                 mod = _first_party(target)
-                if mod is not None and mod != name:
-                    graph[name].add(mod)
+                if mod is None:
+                    continue
+                for dep in [*_ancestors(mod), mod]:
+                    if dep in MODULES and dep != name and dep not in own:
+                        graph[name].add(dep)
     return graph
 
 
@@ -200,18 +270,48 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+def _top_level_closure(name: str, graph: dict[str, set[str]]) -> set[str]:
+    """What importing ``name`` loads through its top-level imports alone."""
+    top: dict[str, set[str]] = {n: set() for n in MODULES}
+    for mod in MODULES:
+        own = set(_ancestors(mod))
+        for imp in _imports(mod):
+            if imp.lazy:
+                continue
+            for target in imp.targets:
+                dep = _first_party(target)
+                if dep is not None:
+                    top[mod].update(
+                        d for d in [*_ancestors(dep), dep] if d in MODULES and d not in own
+                    )
+    seen, todo = set(), [name]
+    while todo:
+        for dep in top[todo.pop()] - seen:
+            seen.add(dep)
+            todo.append(dep)
+    return seen
+
+
 def test_function_level_imports_are_deferred_for_a_stated_reason() -> None:
     stdlib = set(sys.stdlib_module_names)
+    graph = _graph()
     problems = []
     for name in MODULES:
-        for node, targets, lazy in _imports(name):
-            if not lazy:
+        loaded = _top_level_closure(name, graph) if name in LAZY_FIRST_PARTY else set()
+        for imp in _imports(name):
+            if not imp.lazy:
                 continue
-            top = targets[0].split(".")[0]
-            where = f"{MODULES[name].relative_to(ROOT)}:{node.lineno} imports {targets[0]}"
-            if _first_party(targets[0]) is not None or top in ("fr_core",):
+            top = imp.base.split(".")[0]
+            line = getattr(imp.node, "lineno", 0)
+            where = f"{MODULES[name].relative_to(ROOT)}:{line} imports {imp.base}"
+            first = _first_party(imp.base)
+            if imp.base == "<dynamic>":
+                problems.append(f"{where}: an import whose name the source does not say")
+            elif first is not None:
                 if name not in LAZY_FIRST_PARTY and not _is_plugin_entry(name):
                     problems.append(f"{where}: first-party import inside a function")
+                elif first in loaded:
+                    problems.append(f"{where}: already loaded at the top, so it defers nothing")
             elif top in stdlib:
                 problems.append(f"{where}: the standard library is imported at the top")
             elif top not in DEFERRED:
@@ -227,15 +327,100 @@ def test_fr_core_imports_siblings_from_their_defining_module() -> None:
     for name in MODULES:
         if not name.startswith("fr_core") or MODULES[name].name == "__init__.py":
             continue
-        for node, _targets, _lazy in _imports(name):
-            if not isinstance(node, ast.ImportFrom):
+        for imp in _imports(name):
+            if not isinstance(imp.node, ast.ImportFrom):
                 continue
-            base = node.module or ""
-            if base in packages and base != "fr_core.testing":
-                names = [a.name for a in node.names if f"{base}.{a.name}" not in MODULES]
-                if names and not (base == "fr_core" and set(names) <= {"hookimpl", "__version__"}):
-                    problems.append(f"{name}:{node.lineno} imports {names} from package {base}")
+            if imp.base in packages and imp.base != "fr_core.testing":
+                names = [a.name for a in imp.node.names if f"{imp.base}.{a.name}" not in MODULES]
+                if names and not (
+                    imp.base == "fr_core" and set(names) <= {"hookimpl", "__version__"}
+                ):
+                    problems.append(
+                        f"{name}:{imp.node.lineno} imports {names} from package {imp.base}"
+                    )
     assert not problems, "\n".join(problems)
+
+
+# The stages' folders and what each may import at run time (type-only imports aside): the
+# arrows of the data-flow picture in docs/architecture.md. "root" is fr_core's own modules.
+STAGE_IMPORTS = {
+    "root": {"root"},
+    "delivery": {"root", "delivery"},
+    "enrolment": {"root", "delivery", "enrolment"},
+    "pipeline": {"root", "delivery", "pipeline"},
+    "evaluation": {"root", "pipeline", "enrolment", "evaluation"},
+    "broker": {"root", "delivery", "broker"},
+    "app": {"root", "delivery", "enrolment", "pipeline", "evaluation", "broker", "app", "testing"},
+    "testing": {"root", "delivery", "enrolment", "pipeline", "broker", "app", "testing"},
+}
+# what a plugin or HAL package may import from fr_core: the root, and these stage modules
+PLUGIN_SURFACE = {
+    "fr_core.events",
+    "fr_core.delivery.transports",
+    "fr_core.pipeline.decision",
+}
+
+
+def _stage(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 2 or (len(parts) == 2 and parts[1] in STAGE_IMPORTS) else "root"
+
+
+def test_dependencies_point_one_way() -> None:
+    problems = []
+    for name in MODULES:
+        for imp in _imports(name):
+            for target in imp.targets:
+                dep = _first_party(target)
+                if dep is None or not dep.startswith("fr_core"):
+                    continue
+                if not name.startswith("fr_core"):  # a plugin or the HAL
+                    if _stage(dep) != "root" and dep not in PLUGIN_SURFACE and dep.count(".") > 1:
+                        problems.append(f"{name} imports {dep}, outside the plugin surface")
+                    continue
+                if name == "fr_core.__main__":
+                    continue  # `python -m fr_core` is the command line
+                if _stage(dep) not in STAGE_IMPORTS[_stage(name)]:
+                    problems.append(f"{name} ({_stage(name)}) imports {dep} ({_stage(dep)})")
+    assert not problems, "\n".join(problems)
+
+
+def test_no_device_module_imports_the_reference_broker() -> None:
+    allowed = ("fr_core.broker", "fr_core.app", "fr_core.testing")
+    problems = [
+        f"{name} imports {dep}"
+        for name, deps in _graph().items()
+        for dep in deps
+        if dep.startswith("fr_core.broker") and not name.startswith(allowed)
+    ]
+    assert not problems, "\n".join(problems)
+
+
+def test_the_rules_catch_what_they_say_they_catch(tmp_path, monkeypatch) -> None:
+    """Planted violations are found: a cycle through a package's __init__, a relative
+    import through a package, a dynamic import, and an ``else`` of ``if TYPE_CHECKING``."""
+    src = {
+        "p/__init__.py": "from p.kit import K\n",
+        "p/kit.py": "import q.errors\nK = 1\n",
+        "p/leaf.py": "X = 1\n",
+        "q/__init__.py": "",
+        "q/errors.py": "from p.leaf import X\n",
+        "q/dyn.py": "import importlib\ndef f():\n    importlib.import_module('q.errors')\n",
+        "q/tc.py": (
+            "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    pass\n"
+            "else:\n    import p.leaf\n"
+        ),
+    }
+    for rel, text in src.items():
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    fake = {rel[:-3].replace("/", ".").removesuffix(".__init__"): tmp_path / rel for rel in src}
+    monkeypatch.setattr(sys.modules[__name__], "MODULES", fake)
+    graph = _graph()
+    assert sorted(next(c for c in _cycles(graph) if "p" in c)) == ["p", "p.kit", "q.errors"]
+    dyn = [i for i in _imports("q.dyn") if i.base == "q.errors"]
+    assert dyn and dyn[0].lazy
+    assert "p.leaf" in graph["q.tc"]
 
 
 @pytest.mark.parametrize(
@@ -248,20 +433,23 @@ def test_each_stage_folder_says_what_it_holds(folder: str) -> None:
 
 
 def _layout_tree() -> set[str]:
-    """The fr_core paths the tree under docs/architecture.md's "## Layout" names: a line
-    "  folder/" opens a folder, "    a.py, b.py  what they do" names its modules."""
+    """The fr_core paths the tree under docs/architecture.md's "## Layout" names: within the
+    block that opens with "fr_core/", a line "  folder/" opens a folder and
+    "    a.py, b.py  what they do" names its modules; "  a.py  ..." a root module."""
     text = (ROOT / "docs" / "architecture.md").read_text()
     block = text.split("## Layout", 1)[1].split("```", 2)[1]
     named: set[str] = set()
-    folder = None
+    in_core, folder = False, ""
     for line in block.splitlines():
         if not line.startswith("  "):
-            folder = None  # fr_core/ itself, or another root (plugins/...)
+            in_core, folder = line.strip() == "fr_core/", ""
+            continue
+        if not in_core:
             continue
         names = [n.strip() for n in line.strip().split("  ")[0].split(",")]
         if not line.startswith("    "):
             folder = names[0] if names[0].endswith("/") else ""
-            if folder == "":
+            if not folder:
                 named.update(names)
         elif folder:
             named.update(folder + n for n in names)
@@ -278,3 +466,5 @@ def test_architecture_doc_names_every_fr_core_module() -> None:
         if rel not in named:
             missing.append(rel)
     assert not missing, "not in the tree of docs/architecture.md: " + ", ".join(missing)
+    ghosts = sorted(n for n in named if not n.endswith("/") and not (ROOT / "fr_core" / n).exists())
+    assert not ghosts, "named in docs/architecture.md but not in fr_core/: " + ", ".join(ghosts)

@@ -11,8 +11,9 @@ import pytest
 from fr_numpy import NumpyMatcher
 
 from fr_core import EventValidator
+from fr_core.config import EmotionSettings
 from fr_core.interfaces import AnalysisResult, Detection, FrameResult, ReadStatus
-from fr_core.pipeline.emotions import EmotionPersistence, EmotionSettings
+from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.recognition import RecognitionStage
 
 RNG = np.random.default_rng(7)

@@ -16,7 +16,7 @@ import pytest
 from fr_core import DatabaseManager, FacialIdEvent, SyncManager
 from fr_core.broker import MqttBroker
 from fr_core.broker.mosquitto import BRIDGE_USER, mosquitto_binary
-from fr_core.delivery.events import PresentationAttackEvent, event_json_schemas
+from fr_core.events import PresentationAttackEvent, event_json_schemas
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import build_registry
 from fr_core.testing import require, wait_for

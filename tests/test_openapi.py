@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 
 from fr_core import DatabaseManager, FacialIdEvent, IoTClient, IoTClientConfig, SyncManager
 from fr_core.broker import ReferenceBroker
-from fr_core.delivery.events import event_json_schemas
+from fr_core.events import event_json_schemas
 
 from .conftest import REPO
 

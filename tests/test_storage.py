@@ -12,7 +12,7 @@ import pytest
 from fr_sqlite.schema import SCHEMA_VERSION
 
 from fr_core import DatabaseManager, DevModeError, StorageError
-from fr_core.enrolment.syncpage import encode_embedding, parse_page
+from fr_core.syncpage import encode_embedding, parse_page
 
 rng = np.random.default_rng(42)
 
@@ -347,10 +347,11 @@ def test_dev_mode_keeps_names_from_sync(dev_db):
 
 @pytest.mark.parametrize("target", [":memory:", "sqlite://", "sqlite:///:memory:"])
 def test_in_memory_databases_are_refused_with_the_reason(target):
-    """Issue 12, item 8: each thread's connection got its own empty database, silently."""
-    from fr_core.storage import StorageError
+    """Issue 12, item 8: each thread's connection got its own empty database, silently.
+    (Refused when the storage is built, before any key is looked for.)"""
+    from fr_core.errors import FrEdgeError
 
-    with pytest.raises(StorageError, match="in-memory SQLite database: every connection"):
+    with pytest.raises(FrEdgeError, match="in-memory SQLite database: every connection"):
         DatabaseManager(target).initialize()
 
 

@@ -21,7 +21,7 @@ from fr_core import (
     SyncManager,
     SyncManagerFactory,
 )
-from fr_core.enrolment.syncpage import encode_embedding, parse_page
+from fr_core.syncpage import encode_embedding, parse_page
 from fr_core.testing import wait_for
 from fr_core.testing.syncsource import MemoryBroker
 

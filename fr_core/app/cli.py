@@ -36,11 +36,21 @@ import click
 import numpy as np
 
 from fr_core import __version__
-from fr_core.config import AppConfig, load_config, validate_components
-from fr_core.enrolment.kit import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS
+from fr_core.config import AppConfig, default_config, load_config, validate_components
+from fr_core.enrolment import kit as enrolment
+from fr_core.enrolment.kit import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS, EnrolmentKit
 from fr_core.errors import ConfigError, FrEdgeError
+from fr_core.interfaces import ComponentKind
 from fr_core.logsetup import register_secret, setup_logging
-from fr_core.plugins import DISABLE_ENV, build_registry
+from fr_core.plugins import DISABLE_ENV, BuildContext, build_registry
+from fr_core.storage import (
+    DatabaseManager,
+    DevModeError,
+    check_embedding,
+    check_model,
+    check_user_id,
+)
+from fr_core.syncpage import decode_embedding
 
 log = logging.getLogger("fr_core.app.cli")
 
@@ -348,8 +358,6 @@ def run(config_file: Path, max_frames: int | None, preview: Path | None) -> None
 def _component(cfg: AppConfig, registry: Any, key: str, default: str) -> Any:
     """The config's ``key`` component (``default`` when the config names none), built as
     ``fr-edge run`` builds it."""
-    from fr_core.interfaces import ComponentKind
-    from fr_core.plugins import BuildContext
 
     block = getattr(cfg, key)
     ctx = BuildContext(registry=registry, app_config=cfg)
@@ -432,7 +440,6 @@ def enroll(
     """
 
     from fr_core.pipeline.decision import identify
-    from fr_core.storage import DatabaseManager, DevModeError
 
     cfg = load_config(config_file)
     if not cfg.dev_mode:
@@ -441,7 +448,6 @@ def enroll(
             "employees are enrolled centrally and reach devices by sync"
         )
     registry = build_registry()
-    from fr_core.enrolment.kit import EnrolmentKit
 
     detector, embedder, detector_name = _face_models(cfg, registry)
     kit = EnrolmentKit(
@@ -555,8 +561,6 @@ def embed(
     """
     from tqdm import tqdm
 
-    from fr_core.enrolment import kit as enrolment
-
     cfg = load_config(config_file) if config_file is not None else None
     kit = enrolment.EnrolmentKit.from_config(cfg, min_face=min_face, min_sharpness=min_sharpness)
     if check_file is not None:
@@ -619,7 +623,6 @@ def _age(seconds: float | None) -> str:
 def _open_db(config_file: Path, must_exist: bool, inspect: bool) -> tuple[Any, Any, Any]:
     """The device's database; ``inspect``: for commands that only look, which never make a
     device key nor forget what another key sealed (docs/privacy.md)."""
-    from fr_core.storage import DatabaseManager
 
     cfg = load_config(config_file)
     registry = build_registry()
@@ -721,8 +724,6 @@ def sync(config_file: Path, progress: bool | None) -> None:
     failure is kept and the next sync resumes from there.
     """
     from fr_core.enrolment.sync import SyncManager
-    from fr_core.interfaces import ComponentKind
-    from fr_core.plugins import BuildContext
 
     cfg, registry, db = _open_db(config_file, must_exist=False, inspect=False)
     if cfg.transport is None:
@@ -787,8 +788,6 @@ target_far_option = click.option(
 
 
 def _config_or_default(config_file: Path | None, target_far: float | None) -> AppConfig:
-    from fr_core.config import default_config
-
     cfg = load_config(config_file) if config_file is not None else default_config()
     return cfg if target_far is None else _with_policy(cfg, target_far, cfg.match_threshold)
 
@@ -984,7 +983,6 @@ def evaluate_liveness(
     from tqdm import tqdm
 
     from fr_core.evaluation import liveness as liveness_eval
-    from fr_core.interfaces import ComponentKind
 
     registry = build_registry()
     detector = registry.create(ComponentKind.DETECTOR, "yunet")
@@ -1311,8 +1309,6 @@ def broker_enrol(
 ) -> None:
     """Enrol (or re-enrol) an employee: from a photo or a ready embedding."""
 
-    from fr_core.storage import check_embedding, check_model, check_user_id
-
     if (embedding is None) == (photo is None):
         raise click.UsageError("give exactly one of --embedding and --photo")
     check_user_id(user_id)
@@ -1334,8 +1330,6 @@ def broker_enrol(
 def _embed_photo(photo: Path, detector: str, embedder: str, user_id: str) -> tuple[Any, str, str]:
     """The photo embedded by the central kit (fr_core.enrolment: the devices' computation
     and enrolment rules)."""
-    from fr_core.enrolment.kit import EnrolmentKit
-    from fr_core.interfaces import ComponentKind
 
     registry = build_registry()
     kit = EnrolmentKit(
@@ -1361,8 +1355,6 @@ def _embed_photo(photo: Path, detector: str, embedder: str, user_id: str) -> tup
 def broker_import(data_dir: Path, records: Path, model_dims: tuple[str, ...]) -> None:
     """Enrol every record of a file `fr-edge embed` wrote (JSON lines or .csv), after checking
     the whole file as devices would: nothing is enrolled if any record is refused."""
-    from fr_core.enrolment import kit as enrolment
-    from fr_core.enrolment.syncpage import decode_embedding
 
     models: dict[str, int] = {}
     for item in model_dims:

@@ -25,21 +25,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from fr_core.config import MetricsSettings
 from fr_core.interfaces import ComponentKind
 
 log = logging.getLogger(__name__)
-
-
-class MetricsSettings(BaseModel):
-    """The ``metrics`` block of the device config."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    enabled: bool = Field(False, description="serve Prometheus metrics")
-    address: str = Field("127.0.0.1", description="listen address (loopback by default)")
-    port: int = Field(9108, ge=0, le=65535, description="listen port (0: any free port)")
 
 
 class RunnerCollector:

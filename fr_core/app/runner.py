@@ -20,15 +20,15 @@ from fr_core.app.metrics import MetricsServer
 from fr_core.app.preview import PreviewWriter
 from fr_core.config import AppConfig
 from fr_core.delivery.client import IoTClient, IoTClientConfig
-from fr_core.delivery.events import DEFAULT_MATCH_THRESHOLD, format_timestamp, utc_now
-from fr_core.delivery.validator import EventValidator
 from fr_core.enrolment.sync import SyncManager
 from fr_core.errors import ConfigError
+from fr_core.events import DEFAULT_MATCH_THRESHOLD, format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
 from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.engine import Engine
 from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.pipeline.tracker import IouTracker
+from fr_core.pipeline.validator import EventValidator
 from fr_core.plugins import BuildContext, Registry
 from fr_core.storage import DatabaseManager
 

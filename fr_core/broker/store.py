@@ -36,8 +36,8 @@ from sqlalchemy import (
     update,
 )
 
-from fr_core.delivery.events import format_timestamp, parse_event
-from fr_core.enrolment.syncpage import encode_embedding
+from fr_core.events import format_timestamp, parse_event
+from fr_core.syncpage import encode_embedding
 
 log = logging.getLogger(__name__)
 

@@ -27,15 +27,15 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fr_core.config import API_KEY_ENV
 from fr_core.delivery.eventhooks import run_event_hooks
-from fr_core.delivery.events import AnyEvent, parse_event
 from fr_core.delivery.imaging import compress_image_for_event
 from fr_core.delivery.outbox import OutboxWorker
-from fr_core.enrolment.syncpage import ChangesPage, parse_page
 from fr_core.errors import FrEdgeError, TransportProtocolError, TransportUnavailable
+from fr_core.events import AnyEvent, parse_event
 from fr_core.interfaces import ComponentKind
 from fr_core.logsetup import register_secret
 from fr_core.plugins import build_registry
 from fr_core.storage import DatabaseManager
+from fr_core.syncpage import ChangesPage, parse_page
 
 log = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from fr_core.delivery.events import AnyEvent as Event
-from fr_core.delivery.events import parse_event
+from fr_core.events import AnyEvent as Event
+from fr_core.events import parse_event
 
 if TYPE_CHECKING:
     from fr_core.pipeline.engine import Engine

@@ -12,7 +12,7 @@ the ``version`` the central store assigns::
 rules as ``fr-edge enroll``: exactly one face, at least ``min_face`` pixels on its shorter
 side, a sharp enough aligned crop (variance of the Laplacian). Each refusal says why.
 :func:`check_records` runs a device's own page validation
-(:func:`fr_core.enrolment.syncpage.parse_page`) on each record of a central-side file, so a
+(:func:`fr_core.syncpage.parse_page`) on each record of a central-side file, so a
 file that passes is one devices accept.
 """
 
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from fr_core.enrolment.syncpage import decode_embedding, encode_embedding, parse_page
 from fr_core.errors import FrEdgeError
 from fr_core.interfaces import ComponentKind
 from fr_core.plugins import BuildContext, build_registry
 from fr_core.storage import check_embedding, check_user_id
+from fr_core.syncpage import decode_embedding, encode_embedding, parse_page
 
 DEFAULT_MIN_FACE = 80  # pixels, shorter side of the detector's box
 DEFAULT_MIN_SHARPNESS = 60.0  # variance of the Laplacian of the aligned 112 x 112 crop

@@ -1,7 +1,7 @@
 """Enrolment sync: SyncManager and SyncManagerFactory (README "Sync Manager").
 
 The device asks its sync source (the transport) for the changes after its version and applies
-them page by page; each page is validated whole (:func:`fr_core.enrolment.syncpage.parse_page`) and
+them page by page; each page is validated whole (:func:`fr_core.syncpage.parse_page`) and
 applied in one transaction that also stores the new version, so an interrupted sync resumes
 where it stopped. A device at version 0, or one the broker finds too old (``full_resync``:
 deletions it missed are forgotten), gets a snapshot instead: pages of the live enrolments,
@@ -26,11 +26,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from fr_core.delivery.client import IoTClient, IoTClientConfig
-from fr_core.delivery.events import format_timestamp
-from fr_core.enrolment.syncpage import parse_page
 from fr_core.errors import FrEdgeError
+from fr_core.events import format_timestamp
 from fr_core.plugins import build_registry
 from fr_core.storage import Change, DatabaseManager, StorageError, SyncError
+from fr_core.syncpage import parse_page
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from fr_core.enrolment.syncpage import decode_embedding
 from fr_core.interfaces import Match
 from fr_core.storage import check_embedding, check_model, check_user_id
+from fr_core.syncpage import decode_embedding
 
 _NORMAL = NormalDist()
 

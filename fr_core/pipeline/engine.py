@@ -32,8 +32,8 @@ from typing import Any
 
 from fr_core.config import AppConfig, validate_components
 from fr_core.delivery.eventhooks import run_event_hooks
-from fr_core.delivery.events import AnyEvent
 from fr_core.errors import FrEdgeError
+from fr_core.events import AnyEvent
 from fr_core.interfaces import ComponentKind, FrameResult, ReadStatus
 from fr_core.pipeline.faults import EventSpool, RateLimitedLog
 from fr_core.plugins import BuildContext, Registry

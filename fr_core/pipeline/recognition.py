@@ -29,14 +29,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fr_core.delivery.events import EmotionEvent, PresentationAttackEvent
 from fr_core.delivery.imaging import compress_image_for_event
-from fr_core.delivery.validator import EventValidator
+from fr_core.events import EmotionEvent, PresentationAttackEvent
 from fr_core.interfaces import FrameResult
 from fr_core.pipeline.decision import fuse, identify
 from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.faults import RateLimitedLog
 from fr_core.pipeline.tracker import IouTracker
+from fr_core.pipeline.validator import EventValidator
 
 log = logging.getLogger(__name__)
 

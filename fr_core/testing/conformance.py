@@ -32,10 +32,10 @@ import pytest
 
 from fr_core.broker.certs import CertificateAuthority
 from fr_core.broker.https import ReferenceBroker
-from fr_core.delivery.events import FacialIdEvent
 from fr_core.delivery.outbox import OutboxWorker
 from fr_core.enrolment.sync import SyncManager
 from fr_core.errors import TransportAuthError, TransportTLSError
+from fr_core.events import FacialIdEvent
 from fr_core.storage import DatabaseManager
 from fr_core.testing import wait_for
 

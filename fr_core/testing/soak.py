@@ -31,7 +31,7 @@ from typing import Any
 from fr_core.broker.https import ReferenceBroker
 from fr_core.broker.mqtt import MqttBroker
 from fr_core.delivery.client import IoTClient, IoTClientConfig
-from fr_core.delivery.events import FacialIdEvent
+from fr_core.events import FacialIdEvent
 from fr_core.storage import DatabaseManager
 
 DEVICE_ID = "cam-soak"

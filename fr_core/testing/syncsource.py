@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fr_core.enrolment.syncpage import encode_embedding
 from fr_core.interfaces import SendResult
+from fr_core.syncpage import encode_embedding
 
 
 @dataclass

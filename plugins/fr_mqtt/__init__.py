@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from fr_core import hookimpl
-from fr_core.delivery.events import format_timestamp, utc_now
 from fr_core.delivery.transports import BrokerConnectionConfig, events_answer
 from fr_core.errors import (
     ConfigError,
@@ -32,6 +31,7 @@ from fr_core.errors import (
     TransportTLSError,
     TransportUnavailable,
 )
+from fr_core.events import format_timestamp, utc_now
 from fr_core.interfaces import SendResult
 from fr_core.logsetup import register_secret
 from fr_core.storage import wire_json

@@ -24,11 +24,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from fr_core.clock import DeviceClock, boot_number
-from fr_core.delivery.events import format_timestamp
+from fr_core.events import format_timestamp
 from fr_core.interfaces import KeyProvider
 from fr_core.keys import FileKeyProvider, default_key_file
 from fr_core.storage import (
@@ -42,6 +42,28 @@ from fr_sqlite.templates import TemplateSealer
 log = logging.getLogger(__name__)
 
 log = logging.getLogger(__name__)
+
+
+def parse_target(target: str) -> tuple[URL, str | None]:
+    """The URL of a path or SQLAlchemy URL, and its SQLite file; in-memory SQLite refused."""
+    if "://" in target:
+        url = make_url(target)
+        file = url.database if url.get_backend_name() == "sqlite" else None
+    else:
+        url = make_url("sqlite://")._replace(database=str(Path(target)))
+        file = str(Path(target))
+    if url.get_backend_name() == "sqlite" and (
+        not file
+        or file == ":memory:"
+        or file.startswith("file::memory:")
+        or "mode=memory" in str(url)
+    ):
+        raise StorageError(
+            f"{target!r} is an in-memory SQLite database: every connection (and fr-edge "
+            "uses one per thread) would get its own empty database, and nothing would "
+            "survive a restart; give a file path, e.g. fr-edge-data/faces.db"
+        )
+    return url, file
 
 
 def database_file(target: str) -> Path | None:
@@ -158,24 +180,8 @@ class Database:
 
     def _make_engine(self) -> Engine:
         target = self._target
-        if "://" in target:
-            url = make_url(target)
-            file = url.database if url.get_backend_name() == "sqlite" else None
-        else:
-            url = make_url("sqlite://")._replace(database=str(Path(target)))
-            file = str(Path(target))
+        url, file = parse_target(target)
         is_sqlite = url.get_backend_name() == "sqlite"
-        if is_sqlite and (
-            not file
-            or file == ":memory:"
-            or file.startswith("file::memory:")
-            or "mode=memory" in str(url)
-        ):
-            raise StorageError(
-                f"{target!r} is an in-memory SQLite database: every connection (and fr-edge "
-                "uses one per thread) would get its own empty database, and nothing would "
-                "survive a restart; give a file path, e.g. fr-edge-data/faces.db"
-            )
         if is_sqlite and file:
             _prepare_file(Path(file))
         engine = create_engine(

@@ -18,7 +18,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
-from fr_core.enrolment.syncpage import ChangesPage, DeleteItem, UpsertItem, as_change
 from fr_core.storage import (
     ApplyResult,
     Change,
@@ -26,6 +25,7 @@ from fr_core.storage import (
     SyncError,
     SyncState,
 )
+from fr_core.syncpage import ChangesPage, DeleteItem, UpsertItem, as_change
 from fr_sqlite import schema as s
 from fr_sqlite.database import now_iso
 from fr_sqlite.enrolments import Enrolments

@@ -26,7 +26,7 @@ import pytest
 from fr_numpy import NumpyMatcher
 
 from fr_core import DatabaseManager, SyncManager
-from fr_core.enrolment.syncpage import encode_embedding
+from fr_core.syncpage import encode_embedding
 from fr_core.testing.syncsource import PageStream
 
 from ..conftest import REPO

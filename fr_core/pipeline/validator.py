@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from fr_core.delivery.events import (
+from fr_core.events import (
     DEFAULT_CONFIDENCE_STEEPNESS,
     DEFAULT_MATCH_THRESHOLD,
     FacialIdEvent,
