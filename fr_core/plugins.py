@@ -83,6 +83,9 @@ class Registration:
     description: str = ""
     cpu_fallback: str | None = None  # what ``fallback: cpu`` runs instead of it
     url_schemes: Mapping[str, bool] | None = None  # transports: broker_url scheme -> encrypted
+    # what every component it builds has, as attribute -> value (checked at build), e.g.
+    # {"model_name": "SFace"}, {"gates_identity": True}: a fallback must provide the same
+    provides: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +200,9 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_UNDECLARED = object()
+
+
 class Registry:
     """Every component registered by the loaded plugins, by kind and name.
 
@@ -227,6 +233,7 @@ class Registry:
             description: str = "",
             cpu_fallback: str | None = None,
             url_schemes: Mapping[str, bool] | None = None,
+            provides: Mapping[str, Any] | None = None,
         ) -> None:
             if not isinstance(name, str) or not name.strip():
                 raise PluginError(
@@ -260,6 +267,7 @@ class Registry:
                 description,
                 cpu_fallback,
                 dict(url_schemes) if url_schemes else None,
+                dict(provides) if provides else None,
             )
 
         try:
@@ -390,6 +398,21 @@ class Registry:
                 f"{kind.value} {name!r} is not available here either: {fallback.unavailable}"
             )
         primary = self._items[kind].get(block.plugin)
+        for key, value in (primary.provides or {}).items() if primary is not None else ():
+            has = (fallback.provides or {}).get(key, _UNDECLARED)
+            if has != value:
+                said = "does not declare it" if has is _UNDECLARED else f"has {has!r}"
+                raise refuse(
+                    f"{kind.value} {name!r} cannot stand in for {block.plugin!r}: that one "
+                    f"has {key}={value!r}, {name!r} {said}"
+                    + (
+                        " (running it would turn the liveness gate off)"
+                        if key == "gates_identity" and value
+                        else " (its embeddings would not match the gallery)"
+                        if key == "model_name"
+                        else ""
+                    )
+                )
         if block.fallback_options is not None:
             return name, dict(block.fallback_options)
         # inherited: the options both models have, less those the primary's model declares
@@ -473,6 +496,13 @@ class Registry:
                 + (f": no {', '.join(missing)}" if missing else "")
                 + " (see docs/plugin_hooks.md)"
             )
+        for key, value in (reg.provides or {}).items():
+            if getattr(component, key, _UNDECLARED) != value:
+                raise PluginError(
+                    f"{kind.value} {name!r} (plugin {reg.plugin!r}) registered {key}={value!r} "
+                    f"but built a {type(component).__name__} with "
+                    f"{key}={getattr(component, key, None)!r}"
+                )
         return component
 
 

@@ -10,8 +10,10 @@ import logging
 
 import pytest
 
+from fr_core import hookimpl
 from fr_core.config import default_config
-from fr_core.errors import ComponentUnavailableError, ConfigError
+from fr_core.errors import ComponentUnavailableError, ConfigError, PluginError
+from fr_core.interfaces import ComponentKind
 from fr_core.pipeline.engine import Engine
 from fr_core.plugins import build_registry
 
@@ -140,3 +142,34 @@ def test_cli_commands_build_components_with_their_fallback(caplog):
         embedder = _component(cfg, REGISTRY, "embedder", "sface")
     assert type(embedder).__name__ == "SFaceEmbedder"
     assert "running 'sface' instead (fallback)" in caplog.text
+
+
+def test_a_fallback_must_provide_what_the_component_it_replaces_provides(fr_registry):
+    """A liveness analyzer falling back to the emotion analyzer would turn the liveness gate
+    off without a word; an embedder falling back to another model would fill the gallery
+    with embeddings nothing matches. Both are refused when the config is read."""
+    cfg = default_config(analyzers=[{"plugin": "liveness_trt", "fallback": "emotion"}])
+    block = cfg.analyzers[0]
+    refused = r"cannot stand in for 'liveness_trt'.*gates_identity=True.*liveness gate off"
+    with pytest.raises(ConfigError, match=refused):
+        fr_registry.fallback_of(ComponentKind.ANALYZER, block, "analyzers.0")
+    ok = default_config(analyzers=[{"plugin": "liveness_trt", "fallback": "cpu"}]).analyzers[0]
+    assert fr_registry.fallback_of(ComponentKind.ANALYZER, ok, "analyzers.0")[0] == "liveness"
+
+
+def test_a_component_that_lies_about_what_it_provides_is_refused(fr_add_plugin):
+    class Liar:
+        name = "liar"
+        gates_identity = False
+
+        def analyze(self, frame, detection):
+            return None
+
+    class Plugin:
+        @hookimpl
+        def fr_register_analyzers(self, register):
+            register("liar", lambda cfg, ctx: Liar(), provides={"gates_identity": True})
+
+    registry = fr_add_plugin(Plugin(), "liar-plugin")
+    with pytest.raises(PluginError, match="registered gates_identity=True but built a Liar"):
+        registry.create(ComponentKind.ANALYZER, "liar", {})

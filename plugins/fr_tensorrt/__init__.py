@@ -39,7 +39,15 @@ def _accelerator(ctx: Any) -> Any:
     return ctx.registry.create(ComponentKind.ACCELERATOR, block.plugin, block.options)
 
 
-def _register(register: Any, name: str, component: str, config: str, cpu: str, what: str) -> None:
+def _register(
+    register: Any,
+    name: str,
+    component: str,
+    config: str,
+    cpu: str,
+    what: str,
+    provides: dict[str, Any] | None = None,
+) -> None:
     """Register ``name``, built as ``fr_tensorrt.models.<component>`` from ``<config>`` on
     the configured accelerator, with ``cpu`` as its ``fallback: cpu``."""
     from fr_tensorrt import models
@@ -63,6 +71,7 @@ def _register(register: Any, name: str, component: str, config: str, cpu: str, w
         unavailable=unavailable_reason(),
         cpu_fallback=cpu,
         description=what,
+        provides=provides,
     )
 
 
@@ -79,6 +88,7 @@ def fr_register_embedders(register: Any) -> None:
     _register(
         register, "sface_trt", "SFaceTrt", "TrtConfig", "sface",
         "SFace as a TensorRT engine (Jetson), embeddings compatible with sface",
+        {"model_name": "SFace"},
     )  # fmt: skip
 
 
@@ -87,8 +97,10 @@ def fr_register_analyzers(register: Any) -> None:
     _register(
         register, "emotion_trt", "EmotionTrt", "EmotionTrtConfig", "emotion",
         "the emotion model as a TensorRT engine (Jetson)",
+        {"gates_identity": False},
     )  # fmt: skip
     _register(
         register, "liveness_trt", "LivenessTrt", "LivenessTrtConfig", "liveness",
         "the liveness analyzer's MiniFASNet models as TensorRT engines (Jetson)",
+        {"gates_identity": True},
     )  # fmt: skip

@@ -179,6 +179,7 @@ class EmotionTrtConfig(TrtConfig):
 
 class EmotionTrt(_Closes):
     name = "emotion"
+    gates_identity = False
 
     def __init__(self, config: EmotionTrtConfig, accelerator: Any, trt: Any = None) -> None:
         self.config = config
