@@ -254,3 +254,66 @@ def test_csv_written_by_excel_with_a_bom_is_read(fr_data, tmp_path):
     bom.write_bytes(b"\xef\xbb\xbf" + out.read_bytes())
     checked = cli("embed", "--check", bom)
     assert checked.exit_code == 0 and "1 records devices accept" in checked.output
+
+
+def test_central_ids_are_nfc_visible_and_trimmed():
+    """Issue 15 follow-up: ids the central side issues from file names. macOS gives file
+    names decomposed (NFD); a zero-width or bidi character makes an id look like another."""
+    from fr_core.enrolment.kit import central_user_id
+
+    decomposed = "Jose\u0301"  # J o s e + combining acute
+    assert central_user_id(decomposed) == "Jos\u00e9"
+    for hidden in ("EMP\u200b-1", "EMP-1\u202e", "\ufeffEMP-1"):
+        with pytest.raises(ValueError, match="invisible format characters"):
+            central_user_id(hidden)
+    with pytest.raises(ValueError, match="starts or ends with a space"):
+        central_user_id("EMP-1 ")
+    with pytest.raises(ValueError, match="without control characters"):
+        central_user_id("EMP\n1")
+
+
+def test_one_id_twice_in_a_run_is_refused_for_the_second_photo(tmp_path, fr_data):
+    kit = EnrolmentKit.from_config(None)
+    photo = fr_data / "faces" / "obama.jpg"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, second = tmp_path / "a" / "EMP-1.jpg", tmp_path / "b" / "EMP-1.jpg"
+    first.write_bytes(photo.read_bytes())
+    second.write_bytes(photo.read_bytes())
+    out = list(kit.embed_many([(first, None), (second, None), (first, "EMP-2")]))
+    assert out[0].user_id == "EMP-1" and out[2].user_id == "EMP-2"
+    assert isinstance(out[1], EnrolmentRefused)
+    assert "already given by EMP-1.jpg in this run" in out[1].reason
+
+
+def test_check_warns_about_ids_that_only_look_alike(tmp_path):
+    from fr_core.enrolment.kit import check_records
+    from fr_core.syncpage import encode_embedding
+
+    e = np.zeros(128, np.float32)
+    e[0] = 1.0
+    rows = [
+        (
+            1,
+            {
+                "user_id": "Jose\u0301",
+                "model": "SFace",
+                "dim": 128,
+                "embedding": encode_embedding(e),
+            },
+        ),
+        (
+            2,
+            {
+                "user_id": "EMP\u200b2",
+                "model": "SFace",
+                "dim": 128,
+                "embedding": encode_embedding(e),
+            },
+        ),
+    ]
+    result = check_records(rows, {"SFace": 128})
+    assert result.accepted == 2 and not result.problems  # devices take them ...
+    assert [line for line, _ in result.warnings] == [1, 2]  # ... but the central side is told
+    assert "not in Unicode NFC" in result.warnings[0][1]
+    assert "invisible format characters (U+200B)" in result.warnings[1][1]

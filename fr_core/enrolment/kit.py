@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,25 @@ DEFAULT_MIN_FACE = 80  # pixels, shorter side of the detector's box
 DEFAULT_MIN_SHARPNESS = 60.0  # variance of the Laplacian of the aligned 112 x 112 crop
 #: Columns of a CSV output; the JSON lines hold the same keys.
 FIELDS = ("user_id", "model", "dim", "embedding", "detector", "face_px", "sharpness", "photo")
+
+
+def central_user_id(user_id: str) -> str:
+    """A user id as the central side should issue it: what devices accept
+    (:func:`fr_core.storage.check_user_id`), in Unicode NFC (file names from macOS come
+    decomposed, and "José" would otherwise be two different ids), without invisible format
+    characters (zero-width spaces, bidirectional controls: an id that looks like another's),
+    and without spaces at either end."""
+    check_user_id(user_id)
+    nfc = unicodedata.normalize("NFC", user_id)
+    hidden = sorted({f"U+{ord(c):04X}" for c in nfc if unicodedata.category(c) == "Cf"})
+    if hidden:
+        raise ValueError(
+            f"user id {user_id!r} holds invisible format characters ({', '.join(hidden)}): "
+            "it would look like another id; rename the photo or give the id with --ids"
+        )
+    if nfc != nfc.strip():
+        raise ValueError(f"user id {user_id!r} starts or ends with a space")
+    return nfc
 
 
 class EnrolmentRefused(FrEdgeError):
@@ -147,9 +167,9 @@ class EnrolmentKit:
 
     def embed_image(self, image: np.ndarray, user_id: str, photo: str = "") -> EnrolmentRecord:
         try:
-            check_user_id(user_id)
+            user_id = central_user_id(user_id)
         except ValueError as exc:
-            raise EnrolmentRefused(photo or user_id, str(exc)) from None
+            raise EnrolmentRefused(photo or repr(user_id), str(exc)) from None
         face, size, sharpness = self.assess(image, photo or user_id)
         vec = check_embedding(np.asarray(self.embedder.embed(image, face), np.float32))
         return EnrolmentRecord(user_id, self.model, vec, self.detector_name, size, sharpness, photo)
@@ -167,17 +187,31 @@ class EnrolmentKit:
     def embed_many(
         self, items: Iterable[tuple[Path, str | None]]
     ) -> Iterator[EnrolmentRecord | EnrolmentRefused]:
-        """A record or the refusal for each (photo, user id) in order."""
+        """A record or the refusal for each (photo, user id) in order. A user id that an
+        earlier photo of the same run already gave is refused: which photo should win?"""
         import cv2
 
+        seen: dict[str, str] = {}  # user id -> the photo that gave it
         for path, user_id in items:
             try:
-                yield self.embed_photo(path, user_id)
+                record = self.embed_photo(path, user_id)
             except EnrolmentRefused as refused:
                 yield refused
+                continue
             except (FrEdgeError, ValueError, cv2.error) as exc:  # one bad photo, not the batch
                 why = " ".join(str(exc).split())[:300]
                 yield EnrolmentRefused(Path(path).name, f"could not be embedded ({why})")
+                continue
+            first = seen.setdefault(record.user_id, str(path))
+            if first != str(path):
+                yield EnrolmentRefused(
+                    Path(path).name,
+                    f"user id {record.user_id!r} is already given by {Path(first).name} in "
+                    "this run: "
+                    "keep one photo per employee (or name the ids with --ids)",
+                )
+            else:
+                yield record
 
 
 def write_records(records: Iterable[EnrolmentRecord], out: Any, fmt: str) -> int:
@@ -267,6 +301,17 @@ def check_records(
             result.problems.append((line, f"user_id {user!r} already on line {seen[user]}"))
             continue
         seen[user] = line
+        try:
+            if central_user_id(user) != user:
+                result.warnings.append(
+                    (
+                        line,
+                        f"user_id {user!r} is not in Unicode NFC: the same name typed on "
+                        "another system may not match it",
+                    )
+                )
+        except ValueError as exc:
+            result.warnings.append((line, str(exc)))
         norm = float(np.linalg.norm(decode_embedding(str(record["embedding"]), int(record["dim"]))))
         if abs(norm - 1.0) > 1e-3:
             result.warnings.append(
