@@ -7,6 +7,9 @@ import os
 import tempfile
 from pathlib import Path
 
+# the photo files commands and the simulated camera read from a folder
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+
 
 def cache_root() -> Path:
     """``$FR_EDGE_CACHE``, else ``$XDG_CACHE_HOME/fr-edge``, else ``~/.cache/fr-edge``:

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import onnx
 import pytest
-from fr_cpu.dequant import ConversionError, dequantize, float_model, fold_to_float, sha256_of
+from fr_cpu.dequant import ConversionError, dequantize, float_model, fold_to_float
 from fr_cpu.models import SFaceConfig, SFaceEmbedder, YuNetConfig, YuNetDetector
 
+from fr_core.modelfiles import sha256_file as sha256_of
 from fr_core.testing import shared_data_dir
 
 from .faces import photos

@@ -40,6 +40,7 @@ from fr_core.config import AppConfig, default_config, load_config, validate_comp
 from fr_core.enrolment import kit as enrolment
 from fr_core.enrolment.kit import DEFAULT_MIN_FACE, DEFAULT_MIN_SHARPNESS, EnrolmentKit
 from fr_core.errors import ConfigError, FrEdgeError
+from fr_core.files import IMAGE_EXTENSIONS, atomic_write
 from fr_core.interfaces import ComponentKind
 from fr_core.logsetup import register_secret, setup_logging
 from fr_core.plugins import DISABLE_ENV, BuildContext, build_registry
@@ -501,7 +502,7 @@ def _photo_list(paths: tuple[Path, ...], ids_file: Path | None) -> list[tuple[Pa
     items: list[tuple[Path, str | None]] = []
     for p in paths:
         files = (
-            sorted(x for x in p.iterdir() if x.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+            sorted(x for x in p.iterdir() if x.suffix.lower() in IMAGE_EXTENSIONS)
             if p.is_dir()
             else [p]
         )
@@ -595,8 +596,6 @@ def embed(
     if out is None:
         n = enrolment.write_records(records(), sys.stdout, fmt)
     else:
-        from fr_core.files import atomic_write
-
         buffer = io.StringIO(newline="")
         n = enrolment.write_records(records(), buffer, fmt)
         atomic_write(out, buffer.getvalue().encode("utf-8"))  # the old file or the whole new one
@@ -923,7 +922,6 @@ def evaluate(
     report["no_embedding_reasons"] = sorted({p for p in problems if p})
     report["folder"] = str(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from fr_core.files import atomic_write
 
     atomic_write(out_dir / "report.json", json.dumps(report, indent=1).encode())
     atomic_write(out_dir / "report.md", (ev.table(report) + "\n").encode())
@@ -1075,8 +1073,6 @@ def calibrate(
         for model, (ids, rows) in galleries.items()
     }
     if report_file is not None:
-        from fr_core.files import atomic_write
-
         atomic_write(report_file, json.dumps(report, indent=1).encode())
     if as_json:
         click.echo(json.dumps(report, indent=2))

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+from fr_core.files import IMAGE_EXTENSIONS
+
 #: The model authors' published verdicts on their sample images (their README).
 PUBLISHED_SAMPLES = {
     "image_F1.jpg": ("attack", 0.73),

@@ -36,9 +36,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fr_core.errors import FrEdgeError
+from fr_core.files import IMAGE_EXTENSIONS
 from fr_core.interfaces import FrameResult, ReadStatus
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class ScriptStep(BaseModel):

@@ -159,7 +159,3 @@ def float_model(path: Path, cache_dir: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(target, fold_to_float(data))
     return target
-
-
-def sha256_of(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
