@@ -258,6 +258,27 @@ class Storage(Protocol):
     def integrity_check(self) -> str: ...
 
 
+# What a storage plugin may offer beyond Storage; DatabaseManager uses each when present.
+
+
+@runtime_checkable
+class ClockedStorage(Protocol):
+    def clock_status(self) -> dict[str, Any]:
+        """Whether the wall clock is synchronised, and the store's lifetime clock."""
+
+
+@runtime_checkable
+class LeaseRenewingStorage(Protocol):
+    def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
+        """Extend the leases of claimed events still on the wire; how many were renewed."""
+
+
+@runtime_checkable
+class SealingStorage(Protocol):
+    def sealing_status(self) -> dict[str, Any]:
+        """Whether templates are sealed at rest, the cipher, the key's id and source."""
+
+
 @runtime_checkable
 class CameraSource(Protocol):
     """A stream of frames. ``read`` never blocks longer than ``timeout`` seconds."""

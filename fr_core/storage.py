@@ -21,7 +21,13 @@ from typing import Any, Literal
 import numpy as np
 
 from fr_core.errors import FrEdgeError
-from fr_core.interfaces import ComponentKind, Storage
+from fr_core.interfaces import (
+    ClockedStorage,
+    ComponentKind,
+    LeaseRenewingStorage,
+    SealingStorage,
+    Storage,
+)
 from fr_core.plugins import BuildContext, build_registry
 
 MAX_DIM = 4096
@@ -378,20 +384,23 @@ class DatabaseManager:
     def clock_status(self) -> dict[str, Any]:
         """Whether the wall clock is synchronised and the store's lifetime clock
         (fr_core.clock); empty from a storage plugin without one."""
-        status = getattr(self.storage, "clock_status", None)
-        return dict(status()) if status is not None else {}
+        if isinstance(self.storage, ClockedStorage):
+            return dict(self.storage.clock_status())
+        return {}
 
     def sealing_status(self) -> dict[str, Any]:
         """Whether the templates are sealed at rest, the cipher, the key's id (never the key)
         and where it comes from; ``{"sealed": False}`` from a storage plugin that cannot say."""
-        status = getattr(self.storage, "sealing_status", None)
-        return dict(status()) if status is not None else {"sealed": False}
+        if isinstance(self.storage, SealingStorage):
+            return dict(self.storage.sealing_status())
+        return {"sealed": False}
 
     def outbox_renew(self, event_ids: Sequence[str], lease_seconds: float) -> int:
         """Extend the leases of claimed events still on the wire; returns how many were
         renewed (0 from a storage plugin that cannot: its leases then only expire)."""
-        renew = getattr(self.storage, "outbox_renew", None)
-        return int(renew(event_ids, lease_seconds)) if renew is not None else 0
+        if isinstance(self.storage, LeaseRenewingStorage):
+            return int(self.storage.outbox_renew(event_ids, lease_seconds))
+        return 0
 
     def outbox_release_claims(self) -> int:
         """End every lease (claims of a worker that died); returns how many were held. A

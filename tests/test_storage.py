@@ -364,3 +364,24 @@ def test_config_check_refuses_an_in_memory_db_path(tmp_path):
     path.write_text("device_id: cam-1\nbroker_url: https://b.example\ndb_path: ':memory:'\n")
     out = CliRunner().invoke(main, ["config", "check", str(path)])
     assert out.exit_code == 2 and "db_path" in out.output and "in-memory SQLite" in out.output
+
+
+def test_optional_storage_parts_have_defaults(tmp_path):
+    """A storage plugin without the optional parts (ClockedStorage, LeaseRenewingStorage,
+    SealingStorage in fr_core.interfaces) still serves DatabaseManager: it says so."""
+    from fr_core.interfaces import ClockedStorage, LeaseRenewingStorage, SealingStorage
+
+    db = DatabaseManager(str(tmp_path / "o.db"))
+    db.initialize()
+    real = db.storage
+    assert isinstance(real, ClockedStorage | LeaseRenewingStorage | SealingStorage)
+    assert db.sealing_status()["sealed"] and "lifetime_seconds" in db.clock_status()
+
+    class Bare:  # the Storage methods alone would be here; the optional ones are not
+        pass
+
+    db.storage = Bare()
+    assert db.clock_status() == {} and db.sealing_status() == {"sealed": False}
+    assert db.outbox_renew(["e"], 10.0) == 0
+    db.storage = real
+    db.close()

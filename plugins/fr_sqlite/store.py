@@ -10,7 +10,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fr_core.interfaces import Storage
+from fr_core.interfaces import (
+    ClockedStorage,
+    LeaseRenewingStorage,
+    SealingStorage,
+    Storage,
+)
 from fr_sqlite.outbox import Outbox
 from fr_sqlite.syncstate import SyncFeed
 
@@ -73,7 +78,16 @@ class SqliteStorage(SyncFeed, Outbox):
     """See :class:`fr_core.storage.DatabaseManager` for the meaning of each method."""
 
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # mypy checks the class against the contract and the optional parts
 
-    def _conforms(store: SqliteStorage) -> Storage:  # mypy checks the class against the contract
+    def _conforms(store: SqliteStorage) -> Storage:
+        return store
+
+    def _clocked(store: SqliteStorage) -> ClockedStorage:
+        return store
+
+    def _renews(store: SqliteStorage) -> LeaseRenewingStorage:
+        return store
+
+    def _seals(store: SqliteStorage) -> SealingStorage:
         return store
