@@ -79,6 +79,9 @@ def test_run_delivers_recognitions_to_the_broker(fr_data, tmp_path, monkeypatch)
     assert "cpu_temp_c" in beats[-1]["telemetry"]
     clock = beats[-1]["clock"]
     assert clock["synchronised"] in (True, False, None) and clock["lifetime_seconds"] > 0
+    sealing = beats[-1]["sealing"]  # templates sealed at rest (issue 16): the key's id only
+    assert sealing["sealed"] and sealing["cipher"] == "AES-256-GCM"
+    assert len(sealing["key_id"]) == 16 and sealing["key_source"].startswith("file ")
     assert beats[-1]["recognition"]["analyses"] > 0  # the emotion analyzer ran
     # the operating point in force: calibrated for the two enrolments from the default target
     point = beats[-1]["operating_point"]["SFace"]
