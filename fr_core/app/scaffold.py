@@ -21,7 +21,7 @@ from fr_core.config import BROKER_SCHEMES
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
 
 _PYPROJECT = Template("""[build-system]
-requires = ["setuptools>=77"]
+requires = ["setuptools>=61"]
 build-backend = "setuptools.build_meta"
 
 [project]
@@ -147,8 +147,11 @@ The ``broker`` fixture is fr-edge's reference broker over HTTPS. A transport for
 protocol overrides it with a harness: your server, plus a bridge that stores what arrives in
 the reference broker's store (fr_core.broker.BrokerStore), offering ``store``
 (``enrol``, ``remove``, ``ledger()``, ``heartbeats()``, ``live()``), ``url``, ``ca_path``,
-``restart()`` and ``inject_failures(count)``. fr_core.broker.MqttBroker is the
-worked example.
+``restart()`` and ``inject_failures(count)`` (docs/writing_plugins.md, "The harness
+contract"). Until you add one, these tests run against HTTPS and pass only for a transport
+that speaks the reference broker's HTTPS API. The worked example of a harness for a protocol
+of its own is tests/examples/jsontcp in fr-edge's repository (a TLS server bridging into
+BrokerStore); fr_core.broker.MqttBroker is the one for MQTT.
 """
 
 import pytest
