@@ -564,3 +564,36 @@ def test_liveness_engines_score_as_the_cpu_analyzer(cache, fr_models, version, t
         face = max(det.detect(image), key=lambda d: d.bbox[2] * d.bbox[3])
         a, b = cpu.analyze(image, face), trt.analyze(image, face)
         assert a.label == b.label and abs(a.score - b.score) < 1e-4, name
+
+
+@pytest.mark.parametrize("version", ["8.6.2", "10.3.0"])
+def test_a_dynamic_input_is_built_through_an_optimization_profile(version):
+    """build_plan's dynamic-shape branch: the parser takes a dynamic input (as TensorRT's
+    does), the build needs an optimization profile giving its shape (as TensorRT's does),
+    and build_plan gives one from the plugin's shapes, or says which input lacks one."""
+    from fr_tensorrt.simulated import STATS, simulated_trt
+    from onnx import helper
+
+    model = _graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        [_tensor("x", 1, ["n", 3])],
+        [_tensor("y", 1, ["n", 3])],
+    )
+    trt = simulated_trt(version)()
+    logger = api.make_logger(trt)
+    data = model.SerializeToString()
+    before = STATS["builds"]
+    plan, _ = api.build_plan(
+        trt, data, fp16=False, shapes={"x": (2, 3)}, workspace_bytes=1 << 20, logger=logger
+    )
+    assert plan and STATS["builds"] == before + 1
+    with pytest.raises(ValueError, match="input 'x' has a dynamic shape: give its shape"):
+        api.build_plan(trt, data, fp16=False, shapes={}, workspace_bytes=1 << 20, logger=logger)
+    # without build_plan's profile the (simulated) builder refuses, as TensorRT does
+    builder = trt.Builder(logger)
+    network = builder.create_network(
+        1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH) if version.startswith("8") else 0
+    )
+    assert trt.OnnxParser(network, logger).parse(data)
+    assert builder.build_serialized_network(network, builder.create_builder_config()) is None
+    assert "no optimization profile has been defined for x" in " ".join(logger.errors)

@@ -102,11 +102,16 @@ def _all_nodes(graph: Any) -> Any:
 
 
 def refusals(
-    model: Any, version: str, shapes: Mapping[str, tuple[int, ...]] | None = None
+    model: Any,
+    version: str,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    *,
+    parser_only: bool = False,
 ) -> list[str]:
     """Why TensorRT ``version``'s parser would refuse ``model`` (an ``onnx.ModelProto``), one
     line per problem; empty when it passes every rule known here. ``shapes``: the input
-    shapes the plugin will build for."""
+    shapes the plugin will build for. ``parser_only``: the parser's rules alone (it takes
+    dynamic inputs: their shapes come later, from an optimization profile)."""
     from onnx import numpy_helper
 
     line = release_of(version)
@@ -166,7 +171,7 @@ def refusals(
         if kind not in io_types:
             errors.append(f"tensor {value.name!r} is {kind}: {name} takes {sorted(io_types)}")
     given = dict(shapes or {})
-    for value in inputs:
+    for value in inputs if not parser_only else ():
         dims = [
             d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim
         ]

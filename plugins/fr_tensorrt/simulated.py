@@ -144,7 +144,7 @@ class OnnxParser:
         except Exception as exc:  # onnx raises DecodeError and friends
             self._errors = [f"not an ONNX model: {exc}"]
             return False
-        self._errors = compat.refusals(graph, self._version)[:5]
+        self._errors = compat.refusals(graph, self._version, parser_only=True)[:5]
         if self._errors:
             return False
         self._network._onnx = bytes(model)
@@ -197,6 +197,10 @@ class Builder:
     def __init__(self, logger: Any) -> None:
         self._logger = logger
 
+    @staticmethod
+    def _unshaped(network: INetworkDefinition, config: IBuilderConfig) -> list[str]:
+        return _unshaped_inputs(network, config)
+
     def create_network(self, flags: int = 0) -> INetworkDefinition:
         explicit = bool(flags & 1)
         if self._major < 10 and not explicit:
@@ -225,8 +229,37 @@ class Builder:
         if self._build_error is not None:  # as TensorRT: the reason goes to the logger
             self._logger.log(ILogger.ERROR, self._build_error)
             return None
+        unshaped = self._unshaped(network, config)
+        if unshaped:  # as TensorRT: a dynamic input needs a profile giving its shapes
+            self._logger.log(
+                ILogger.ERROR,
+                "Network has dynamic or shape inputs, but no optimization profile has been "
+                f"defined for {', '.join(unshaped)}.",
+            )
+            return None
         STATS["builds"] += 1
         return HEADER + network._onnx
+
+
+def _fits(dims: tuple[int, ...], shape: tuple[int, ...] | None) -> bool:
+    return (
+        shape is not None
+        and len(shape) == len(dims)
+        and all(s > 0 and (d < 0 or d == s) for d, s in zip(dims, shape, strict=True))
+    )
+
+
+def _unshaped_inputs(network: INetworkDefinition, config: IBuilderConfig) -> list[str]:
+    """The dynamic inputs no optimization profile gives a shape that fits."""
+    out = []
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = tuple(int(d) for d in tensor.shape)
+        if any(d < 0 for d in dims) and not any(
+            _fits(dims, p._shapes.get(tensor.name)) for p in config._profiles
+        ):
+            out.append(tensor.name)
+    return out
 
 
 class ICudaEngine:
