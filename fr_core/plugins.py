@@ -402,16 +402,15 @@ class Registry:
             has = (fallback.provides or {}).get(key, _UNDECLARED)
             if has != value:
                 said = "does not declare it" if has is _UNDECLARED else f"has {has!r}"
+                risk = {
+                    "gates_identity": " (running it would turn the liveness gate off)"
+                    if value
+                    else "",
+                    "model_name": " (its embeddings would not match the gallery)",
+                }.get(key, "")
                 raise refuse(
                     f"{kind.value} {name!r} cannot stand in for {block.plugin!r}: that one "
-                    f"has {key}={value!r}, {name!r} {said}"
-                    + (
-                        " (running it would turn the liveness gate off)"
-                        if key == "gates_identity" and value
-                        else " (its embeddings would not match the gallery)"
-                        if key == "model_name"
-                        else ""
-                    )
+                    f"has {key}={value!r}, {name!r} {said}{risk}"
                 )
         if block.fallback_options is not None:
             return name, dict(block.fallback_options)

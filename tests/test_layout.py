@@ -193,14 +193,17 @@ def _ancestors(module: str) -> list[str]:
     return [".".join(parts[:k]) for k in range(1, len(parts))]
 
 
-def _graph(runtime_only: bool = False) -> dict[str, set[str]]:
+def _graph(lazy: bool = True) -> dict[str, set[str]]:
     """module -> the first-party modules importing it runs, counting the packages a dotted
     import initialises on the way (``import a.b.c`` runs ``a`` and ``a.b`` first), except
-    the importer's own packages, which are initialising already."""
+    the importer's own packages, which are initialising already. ``lazy=False``: the
+    top-level imports alone."""
     graph: dict[str, set[str]] = {name: set() for name in MODULES}
     for name in MODULES:
         own = set(_ancestors(name))
         for imp in _imports(name):
+            if imp.lazy and not lazy:
+                continue
             for target in imp.targets:
                 mod = _first_party(target)
                 if mod is None:
@@ -270,20 +273,9 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def _top_level_closure(name: str, graph: dict[str, set[str]]) -> set[str]:
-    """What importing ``name`` loads through its top-level imports alone."""
-    top: dict[str, set[str]] = {n: set() for n in MODULES}
-    for mod in MODULES:
-        own = set(_ancestors(mod))
-        for imp in _imports(mod):
-            if imp.lazy:
-                continue
-            for target in imp.targets:
-                dep = _first_party(target)
-                if dep is not None:
-                    top[mod].update(
-                        d for d in [*_ancestors(dep), dep] if d in MODULES and d not in own
-                    )
+def _top_level_closure(name: str, top: dict[str, set[str]]) -> set[str]:
+    """What importing ``name`` loads through its top-level imports alone (``top``:
+    ``_graph(lazy=False)``)."""
     seen, todo = set(), [name]
     while todo:
         for dep in top[todo.pop()] - seen:
@@ -294,10 +286,10 @@ def _top_level_closure(name: str, graph: dict[str, set[str]]) -> set[str]:
 
 def test_function_level_imports_are_deferred_for_a_stated_reason() -> None:
     stdlib = set(sys.stdlib_module_names)
-    graph = _graph()
+    at_top = _graph(lazy=False)
     problems = []
     for name in MODULES:
-        loaded = _top_level_closure(name, graph) if name in LAZY_FIRST_PARTY else set()
+        loaded = _top_level_closure(name, at_top) if name in LAZY_FIRST_PARTY else set()
         for imp in _imports(name):
             if not imp.lazy:
                 continue

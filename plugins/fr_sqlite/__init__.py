@@ -30,7 +30,7 @@ def _outside_data_folder(provider: Any, db_file: Path | None) -> None:
 
 @hookimpl
 def fr_register_storages(register: Any) -> None:
-    from fr_sqlite.database import database_file, parse_target
+    from fr_sqlite.database import database_file
     from fr_sqlite.store import SqliteStorage, SqliteStorageConfig
 
     def factory(cfg: SqliteStorageConfig, ctx: Any) -> SqliteStorage:
@@ -40,8 +40,7 @@ def fr_register_storages(register: Any) -> None:
             raise ValueError("no database path: set storage.path or the top-level db_path")
         dev_mode = cfg.dev_mode if cfg.dev_mode is not None else bool(app and app.dev_mode)
         policy = OutboxPolicy(**cfg.outbox.model_dump())
-        parse_target(path)  # an in-memory database is refused before anything else
-        db_file = database_file(path)
+        db_file = database_file(path)  # an in-memory database is refused before anything else
         # the default key file follows the database (never the user who runs the command);
         # inspecting commands (status, doctor) pass create_key=False and never make one
         extras = dict(ctx.extras)

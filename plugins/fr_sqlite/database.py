@@ -67,13 +67,10 @@ def parse_target(target: str) -> tuple[URL, str | None]:
 
 
 def database_file(target: str) -> Path | None:
-    """The SQLite file a path or SQLAlchemy URL names, or None (another database, memory)."""
-    if "://" not in target:
-        return Path(target)
-    url = make_url(target)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(str(url.database))
-    return None
+    """The SQLite file a path or SQLAlchemy URL names, or None for another database; an
+    in-memory SQLite database is refused (:func:`parse_target`)."""
+    file = parse_target(target)[1]
+    return Path(file) if file is not None else None
 
 
 def now_iso() -> str:

@@ -4,8 +4,9 @@ reads, streams and the embedding blocks matchers are built from."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import (
@@ -30,6 +31,7 @@ from fr_sqlite import schema as s
 from fr_sqlite.database import Database, now_iso
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,7 @@ class Enrolments(Database):
         values = {
             "model": model,
             "detector": detector,
-            "embedding": self.sealer.seal(user_id, model, vec.astype("<f4").tobytes()),
+            "embedding": self._seal(user_id, model, vec),
             "embedding_dim": int(vec.size),
             "display_name": display_name if self.dev_mode else None,
             "sync_version": version,
@@ -104,9 +106,29 @@ class Enrolments(Database):
             self._shred_wal()
         return bool(gone)
 
+    def _seal(self, user_id: str, model: str, vec: np.ndarray) -> bytes:
+        """One template as it is stored: little-endian float32, sealed (fr_sqlite.templates)."""
+        return self.sealer.seal(user_id, model, vec.astype("<f4").tobytes())
+
     def _vector(self, user_id: str, model: str | None, blob: bytes) -> np.ndarray:
         """One template, opened (in memory only)."""
         return np.frombuffer(self.sealer.open(user_id, model, blob), dtype="<f4").astype(np.float32)
+
+    def _open_raw(self, model: str, row: Any) -> bytes:
+        return self.sealer.open(row.user_id, model, row.embedding)
+
+    def _open_each(self, rows: Sequence[Any], open_row: Callable[[Any], T]) -> list[tuple[Any, T]]:
+        """``(row, open_row(row))`` for the rows that open; the others (failing
+        authentication, or empty) are forgotten (:meth:`_forget_unopenable`)."""
+        opened, bad = [], []
+        for row in rows:
+            try:
+                opened.append((row, open_row(row)))
+            except StorageError:
+                bad.append(row.user_id)
+        if bad:
+            self._forget_unopenable(bad)
+        return opened
 
     def _row_to_enrollment(self, row: Any) -> Enrollment:
         vec = self._vector(row.user_id, row.model, row.embedding)
@@ -135,15 +157,8 @@ class Enrolments(Database):
             q = q.where(u.c.model == model)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        found, bad = {}, []
-        for r in rows:
-            try:
-                found[r.user_id] = self._vector(r.user_id, r.model, r.embedding)
-            except StorageError:
-                bad.append(r.user_id)
-        if bad:
-            self._forget_unopenable(bad)
-        return found
+        opened = self._open_each(rows, lambda r: self._vector(r.user_id, r.model, r.embedding))
+        return {r.user_id: vec for r, vec in opened}
 
     def iter_enrollments(self, model: str | None = None, batch: int = 1000) -> Iterator[Enrollment]:
         last = ""
@@ -155,16 +170,8 @@ class Enrolments(Database):
                 rows = conn.execute(q.order_by(s.enrolled_users.c.user_id).limit(batch)).all()
             if not rows:
                 return
-            bad = []
-            for row in rows:
-                try:
-                    item = self._row_to_enrollment(row)
-                except StorageError:
-                    bad.append(row.user_id)
-                    continue
+            for _row, item in self._open_each(rows, self._row_to_enrollment):
                 yield item
-            if bad:
-                self._forget_unopenable(bad)
             last = rows[-1].user_id
 
     def iter_embedding_blocks(
@@ -185,18 +192,11 @@ class Enrolments(Database):
                     ).all()
                 if not rows:
                     break
-                last = rows[-1][0]
-                ids, opened, bad = [], [], []
-                for uid, blob in rows:
-                    try:
-                        opened.append(self.sealer.open(uid, model, blob))
-                        ids.append(uid)
-                    except StorageError:
-                        bad.append(uid)
-                if bad:
-                    self._forget_unopenable(bad)
-                if ids:
-                    block = np.frombuffer(b"".join(opened), dtype="<f4")
+                last = rows[-1].user_id
+                opened = self._open_each(rows, partial(self._open_raw, model))
+                if opened:
+                    ids = [r.user_id for r, _ in opened]
+                    block = np.frombuffer(b"".join(raw for _, raw in opened), dtype="<f4")
                     yield model, ids, block.reshape(len(ids), -1).astype(np.float32)
 
     def _forget_unopenable(self, user_ids: list[str]) -> None:

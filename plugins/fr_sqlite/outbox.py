@@ -219,16 +219,10 @@ class Outbox(Database):
         items = []
         for rid, event_id, text, sealed, key, attempts, created_at in rows:
             payload = EventPayload(json.loads(text))
-            if sealed is None:
+            b64 = self._open_image(event_id, key, sealed) if sealed is not None else None
+            if b64 is None:
                 payload.wire = text.encode()
             else:
-                try:
-                    b64 = unseal(event_id, self.sealer.unwrap(event_id, key), sealed)
-                except StorageError as exc:  # the event matters more than its picture
-                    self._image_unopenable(event_id, exc)
-                    payload.wire = text.encode()
-                    items.append(OutboxItem(rid, event_id, payload, attempts, created_at))
-                    continue
                 payload["image"] = b64.decode("ascii")
                 # the stored JSON is an object without "image": splice it in as bytes, in
                 # one allocation, nothing re-escaped or re-encoded on the way to the socket
@@ -237,12 +231,17 @@ class Outbox(Database):
             items.append(OutboxItem(rid, event_id, payload, attempts, created_at))
         return items
 
-    def _image_unopenable(self, event_id: str, exc: StorageError) -> None:
-        """A queued image that cannot be opened (damaged, or its key): the event is sent
-        without it, logged and counted, instead of holding back every event behind it."""
-        log.error("%s: event %s is sent without its face image", exc, event_id)
-        with self.writer.begin() as conn:
-            self._counter(conn, "images_unopenable_total", 1)
+    def _open_image(self, event_id: str, key: bytes | None, sealed: bytes) -> bytes | None:
+        """A queued image's base64 (ASCII, as stored), or None when it cannot be opened
+        (damaged, or its key): the event is then sent without it, logged and counted,
+        instead of holding back every event behind it."""
+        try:
+            return unseal(event_id, self.sealer.unwrap(event_id, key), sealed)
+        except StorageError as exc:  # the event matters more than its picture
+            log.error("%s: event %s is sent without its face image", exc, event_id)
+            with self.writer.begin() as conn:
+                self._counter(conn, "images_unopenable_total", 1)
+            return None
 
     def outbox_ack(self, event_ids: Sequence[str]) -> int:
         """Delete delivered events (row, key and sealed image); returns how many were still

@@ -177,9 +177,7 @@ class SyncFeed(Enrolments):
             "user_id": item.user_id,
             "model": item.model,
             "detector": item.detector,
-            "embedding": self.sealer.seal(
-                item.user_id, item.model, item.embedding.astype("<f4").tobytes()
-            ),
+            "embedding": self._seal(item.user_id, item.model, item.embedding),
             "embedding_dim": int(item.embedding.size),
             "display_name": item.display_name if self.dev_mode else None,
             "sync_version": item.version,
