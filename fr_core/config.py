@@ -191,6 +191,12 @@ class RecognitionSettings(BaseModel):
         "as a presentation_attack event with its face image (counted in heartbeats either "
         "way; docs/liveness.md)",
     )
+    liveness_fusion: Literal["all"] = Field(
+        "all",
+        description="how several liveness analyzers (cues) decide together: 'all', a track "
+        "is live when every cue that has evidence scores it at or above its own threshold "
+        "(docs/liveness.md, 'Cues and their fusion')",
+    )
     iou_threshold: float = Field(
         0.3, gt=0.0, lt=1.0, description="least box overlap that continues a track"
     )

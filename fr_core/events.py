@@ -21,6 +21,7 @@ import binascii
 import json
 import math
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -289,6 +290,22 @@ class PresentationAttackMetadata(_Metadata):
     liveness_score: float = Field(ge=0.0, le=1.0, allow_inf_nan=False)
     threshold: float = Field(gt=0.0, lt=1.0, allow_inf_nan=False)
     frames: int = Field(ge=1, description="frames whose liveness scores were fused")
+    cues: dict[str, float | None] | None = Field(
+        None,
+        max_length=16,
+        description="each liveness cue's live score for the track (null: the cue abstained); "
+        "with several cues liveness_score is the fused score and threshold 0.5",
+    )
+
+    @field_validator("cues")
+    @classmethod
+    def _cue_scores(cls, v: dict[str, float | None] | None) -> dict[str, float | None] | None:
+        for name, score in (v or {}).items():
+            if not 1 <= len(name) <= 64 or not name.isascii() or not name.isprintable():
+                raise ValueError(f"cue name {name!r}: 1-64 printable ASCII characters")
+            if score is not None and not (math.isfinite(score) and 0.0 <= score <= 1.0):
+                raise ValueError(f"cue {name}: score {score!r} is not in [0, 1]")
+        return v
 
 
 class PresentationAttackEvent(_Event):
@@ -318,6 +335,7 @@ class PresentationAttackEvent(_Event):
         frames: int,
         when: datetime | None = None,
         image: str | None = None,
+        cues: Mapping[str, float | None] | None = None,
     ) -> PresentationAttackEvent:
         when = when or utc_now()
         return cls(
@@ -331,6 +349,9 @@ class PresentationAttackEvent(_Event):
                 liveness_score=round(float(liveness_score), 4),
                 threshold=float(threshold),
                 frames=int(frames),
+                cues=None
+                if cues is None
+                else {k: None if v is None else round(float(v), 4) for k, v in cues.items()},
             ),
         )
 

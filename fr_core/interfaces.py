@@ -98,6 +98,12 @@ class FrameResult:
     index: int = -1  # frame number counted by the source since open
     timestamp: float = 0.0  # seconds, monotonic clock of the source
     error: str | None = None
+    #: planes aligned pixel for pixel with ``frame``, from cameras that deliver them
+    #: (a camera's ``planes`` attribute names them): ``"ir"``, H x W uint8 near-infrared;
+    #: ``"depth"``, H x W float32 metres (0 or NaN: no reading). docs/liveness.md;
+    #: the planes' contract, the cameras that deliver them (``sim``: synthetic, for CI;
+    #: ``opencv``: ``ir_device``/``depth_device``) and the cues: docs/liveness-hardware.md.
+    planes: Mapping[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -329,6 +335,24 @@ class Analyzer(Protocol):
     name: str
 
     def analyze(self, frame: np.ndarray, detection: Detection) -> AnalysisResult: ...
+
+
+@runtime_checkable
+class LivenessCue(Protocol):
+    """What a liveness analyzer (``gates_identity = True``) may add to ``analyze`` to judge a
+    track rather than one frame, or to read the frame's IR or depth planes
+    (:mod:`fr_core.pipeline.liveness`). Optional attributes: ``window`` (observations
+    kept, default ``confirmation_frames``) and ``min_observations`` (needed to judge)."""
+
+    name: str
+    threshold: float
+
+    def observe(self, result: FrameResult, detection: Detection) -> Any:
+        """What this cue keeps of one frame's face; ``None``: nothing usable here."""
+
+    def judge(self, observations: Sequence[Any]) -> float | None:
+        """The track's live score in [0, 1] from its last observations; ``None`` to
+        abstain (no evidence either way)."""
 
 
 @runtime_checkable

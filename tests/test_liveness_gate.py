@@ -179,3 +179,101 @@ def test_emotions_name_an_employee_only_once_the_face_is_judged_live(live):
     else:
         assert named == [] and ("facial_id", "A") not in events
         assert ("emotion", None) in events  # analysed as an unknown face instead
+
+
+class Veto:
+    """A second frame cue with its own threshold, scripted to call every face an attack
+    (``score``) or to fail."""
+
+    gates_identity, min_face_size = True, 64.0
+
+    def __init__(self, score, name="context", threshold=0.5):
+        self.score, self.name, self.threshold = score, name, threshold
+
+    def analyze(self, f, detection):
+        return AnalysisResult("x", self.score, {})
+
+
+class Abstaining:
+    """A track cue that keeps one value per frame and never has evidence (a head that did
+    not move, for a motion cue)."""
+
+    name, threshold, gates_identity, window, min_observations = "motion", 0.5, True, 8, 4
+
+    def observe(self, result, detection):
+        assert result.frame is not None and detection.bbox[2] > 0  # given both
+        return 0.0
+
+    def judge(self, observations):
+        assert len(observations) >= 4
+        return None
+
+
+def run_cues(frames, cues):
+    """The stage with several liveness cues; returns the events themselves and the stats."""
+    matcher = NumpyMatcher(threshold=0.5)
+    matcher.replace_gallery("SFace", list("AB"), np.stack([FACES["A"], FACES["B"]]))
+    clock = {"t": 0.0}
+    validator = EventValidator("cam-1", 5, 0.8, 30.0, clock=lambda: clock["t"])
+    out = []
+    stage = RecognitionStage(
+        Detector(),
+        Embedder(),
+        matcher,
+        validator,
+        liveness=cues,
+        attack_events=True,
+        on_event=lambda e, t: out.append(e),
+    )
+    for i, f in enumerate(frames):
+        clock["t"] = i / 10
+        stage(None, FrameResult(ReadStatus.FRAME, f, i, i / 10))
+    return out, stage.stats
+
+
+def test_a_second_cue_refuses_what_the_texture_cue_lets_in_and_says_which_cue():
+    """Texture says live (0.95 >= 0.6), the context cue says attack (0.1 < 0.5): the fused
+    gate refuses, the attack event carries every cue's score and the fused score against
+    0.5, and the heartbeat counts the refusal under the cue that made it."""
+    events, stats = run_cues([frame(face("A", 0.95))] * 12, [Liveness(), Veto(0.1)])
+    assert [e.event_type for e in events] == ["presentation_attack"]
+    meta = events[0].metadata
+    assert meta.cues == {"Liveness": 0.95, "context": 0.1}
+    assert meta.threshold == 0.5 and meta.liveness_score == pytest.approx(0.1)
+    assert stats.attacks == 1 and stats.attacks_by_cue == {"context": 1}
+
+
+def test_every_cue_saying_live_lets_the_employee_in():
+    """Both cues at or above their own thresholds: the facial_id event goes out."""
+    events, stats = run_cues([frame(face("A", 0.95))] * 12, [Liveness(), Veto(0.8)])
+    assert [e.event_type for e in events] == ["facial_id"] and stats.live == 1
+
+
+def test_an_abstaining_cue_is_no_veto_and_alone_it_holds_the_event():
+    """A motion cue without evidence leaves the decision to the texture cue; configured
+    alone, it holds the event (the track waits) and never lets anyone in."""
+    events, stats = run_cues([frame(face("A", 0.95))] * 12, [Liveness(), Abstaining()])
+    assert [e.event_type for e in events] == ["facial_id"]
+    events, stats = run_cues([frame(face("A", 0.95))] * 20, [Abstaining()])
+    assert events == [] and stats.liveness_deferred >= 1 and stats.live == 0
+
+
+def test_a_failing_second_cue_costs_its_observations_and_holds_the_event():
+    """A cue that raises on every frame: counted, logged, and the event waits (a cue that
+    cannot judge never lets a face in), while the other cue's checks go on."""
+
+    class Broken(Veto):
+        def analyze(self, f, detection):
+            raise RuntimeError("lens cap")
+
+    events, stats = run_cues([frame(face("A", 0.95))] * 12, [Liveness(), Broken(0.9)])
+    assert events == [] and stats.liveness_errors >= 5 and stats.liveness_deferred >= 1
+
+
+def test_cues_need_distinct_names_and_thresholds_inside_0_1():
+    """Two cues of one name, or a threshold outside (0, 1), are refused when the stage is
+    built, naming the problem."""
+    with pytest.raises(ValueError, match="distinct names"):
+        run_cues([], [Veto(0.5), Veto(0.5)])
+    with pytest.raises(ValueError, match="not in \\(0, 1\\)"):
+        run_cues([], [Veto(0.5, threshold=1.5)])

@@ -26,6 +26,7 @@ from fr_core.events import DEFAULT_MATCH_THRESHOLD, format_timestamp, utc_now
 from fr_core.interfaces import ComponentKind
 from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.engine import Engine
+from fr_core.pipeline.liveness import LivenessGate, cue_name
 from fr_core.pipeline.recognition import RecognitionStage
 from fr_core.pipeline.tracker import IouTracker
 from fr_core.pipeline.validator import EventValidator
@@ -105,21 +106,28 @@ class DeviceRunner:
             if kind is ComponentKind.ANALYZER
         ]
         emotion = next((a for a in analyzers if getattr(a, "name", None) == "emotion"), None)
-        gates = [a for a in analyzers if getattr(a, "gates_identity", False)]
-        if len(gates) > 1:
-            raise ConfigError(
-                f"{len(gates)} liveness analyzers configured: one decides a track's liveness"
-            )
-        liveness = gates[0] if gates else None
+        cues = [a for a in analyzers if getattr(a, "gates_identity", False)]
         for a in analyzers:
-            if a is not emotion and a is not liveness:
+            if a is not emotion and a not in cues:
                 log.warning(
                     "analyzer %r is built but only 'emotion' and liveness analyzers are used "
                     "by the recognition stage; a plugin can use the others through its hooks",
                     getattr(a, "name", type(a).__name__),
                 )
+        liveness = (
+            LivenessGate(cues, cfg.confirmation_frames, rule=rec.liveness_fusion)
+            if cues
+            else None
+        )
         if liveness is None:
             log.info("no liveness analyzer: a photo held to the camera is not detected")
+        elif len(cues) > 1:
+            log.info(
+                "liveness: %d cues (%s), fused by rule %r",
+                len(cues),
+                ", ".join(cue_name(c) for c in cues),
+                rec.liveness_fusion,
+            )
         self.stage = RecognitionStage(
             detector,
             embedder,

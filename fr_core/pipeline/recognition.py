@@ -24,9 +24,8 @@ is analysed every ``analyze_every_n_frames`` processed frames;
 from __future__ import annotations
 
 import logging
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fr_core.delivery.imaging import compress_image_for_event
@@ -35,6 +34,7 @@ from fr_core.interfaces import FrameResult
 from fr_core.pipeline.decision import fuse, identify
 from fr_core.pipeline.emotions import EmotionPersistence
 from fr_core.pipeline.faults import RateLimitedLog
+from fr_core.pipeline.liveness import LivenessGate
 from fr_core.pipeline.tracker import IouTracker
 from fr_core.pipeline.validator import EventValidator
 
@@ -55,7 +55,9 @@ class RecognitionStats:
     attacks: int = 0  # confirmed tracks judged presentation attacks (no facial_id event)
     attack_events: int = 0  # presentation_attack events queued
     liveness_deferred: int = 0  # confirmations held: too few frames scored to judge yet
-    liveness_errors: int = 0  # faces the liveness analyzer failed to score
+    liveness_errors: int = 0  # faces a liveness cue failed to score (raised, bad score)
+    liveness_unscored: int = 0  # faces a cue found nothing usable in (e.g. no IR plane)
+    attacks_by_cue: dict[str, int] = field(default_factory=dict)  # the cue that refused
     detect_ms: float = 0.0
     embed_ms: float = 0.0
     analyze_ms: float = 0.0
@@ -95,7 +97,16 @@ class RecognitionStage:
         if fusion_frames < 1:
             raise ValueError("fusion_frames must be >= 1")
         self.fusion_frames = fusion_frames
-        self.liveness = liveness
+        # one analyzer or several cues (docs/liveness.md, "Cues and their fusion")
+        cues = liveness if isinstance(liveness, (list, tuple)) else [liveness]
+        self.gate = (
+            liveness
+            if isinstance(liveness, LivenessGate)
+            else LivenessGate(cues, validator.confirmation_frames)
+            if liveness is not None and cues
+            else None
+        )
+        self.liveness = self.gate
         self.attack_events = attack_events
         self._faults = RateLimitedLog(log)
         self.stats = RecognitionStats()
@@ -164,7 +175,7 @@ class RecognitionStage:
                 if track.liveness == "attack":
                     claimed = None  # an attack confirms nobody for the rest of the track
                 elif claimed is not None and not self.validator.in_cooldown(claimed):
-                    self._score_liveness(frame, track)
+                    self._score_liveness(result, track)
             event = self.validator.process_recognition(
                 track.id,
                 claimed,
@@ -190,74 +201,84 @@ class RecognitionStage:
     @staticmethod
     def _reset_liveness(track: Any) -> None:
         track.liveness = None
-        track.live_scores.clear()
+        track.live_state.clear()
 
-    def _score_liveness(self, frame: Any, track: Any) -> None:
-        """Score the track's face in this frame (kept: the last ``confirmation_frames``). A
-        face too small, an analyzer that fails or a score that is not a number in [0, 1]
-        leaves the frame unscored; the decision waits for enough scored frames."""
-        if min(track.bbox[2], track.bbox[3]) < getattr(self.liveness, "min_face_size", 0.0):
+    def _score_liveness(self, result: FrameResult, track: Any) -> None:
+        """Show the track's face in this frame to every liveness cue (each keeps its last
+        observations). A face too small for a cue, a cue that fails or gives a score that
+        is not a number in [0, 1] leaves the frame unscored for that cue; the decision
+        waits for enough usable frames."""
+        assert self.gate is not None
+        if min(track.bbox[2], track.bbox[3]) < self.gate.min_face_size:
             return  # too small to judge: the decision waits for a nearer face
-        t0 = time.perf_counter()
-        try:
-            score = float(self.liveness.analyze(frame, track.detection).score)
-        except Exception as exc:  # a faulty analyzer costs its frame's score, not the frame
+        outcome = self.gate.observe(track.live_state, result, track.detection)
+        self.stats.liveness_ms += outcome.ms
+        self.stats.liveness_checks += outcome.scored
+        self.stats.liveness_unscored += outcome.unscored
+        for cue, exc in outcome.errors:
             self.stats.liveness_errors += 1
-            kind = f"liveness: {type(exc).__name__}"
-            self._faults.error(kind, f"{kind}: {exc}; the face stays unscored", exc)
-            return
-        finally:
-            self.stats.liveness_ms += (time.perf_counter() - t0) * 1000
-        if not math.isfinite(score) or not 0.0 <= score <= 1.0:
-            self.stats.liveness_errors += 1
+            kind = f"liveness {cue}: {type(exc).__name__}"
             self._faults.error(
-                "liveness: bad score", f"liveness: score {score!r} is not in [0, 1]; unscored"
+                kind,
+                f"{kind}: {exc}; the face stays unscored",
+                exc if isinstance(exc, BaseException) else None,
             )
-            return
-        self.stats.liveness_checks += 1
-        track.live_scores.append(score)
-        del track.live_scores[: -self.validator.confirmation_frames]
 
     def _judge_liveness(self, engine: Any, frame: Any, track: Any, event: Any) -> bool:
         """Decide a track the validator just confirmed: True if live (send its event).
 
-        The decision needs ``confirmation_frames`` scored frames of this identity; with
-        fewer (faces too small, the employee's cooldown just ended, a failing analyzer) the
-        event is held: the validator's cooldown is withdrawn and the track is confirmed
-        again later. A live verdict is spent by its event (the next confirmation is scored
-        afresh); an attack verdict holds for the track until its identity changes."""
-        needed = self.validator.confirmation_frames
-        if len(track.live_scores) < needed:
+        The decision needs enough usable observations of this identity from every cue
+        (``confirmation_frames`` scored frames for a frame cue); with fewer (faces too
+        small, the employee's cooldown just ended, a failing cue, or every cue abstaining)
+        the event is held: the validator's cooldown is withdrawn and the track is
+        confirmed again later. A live verdict is spent by its event (the next confirmation
+        is judged afresh); an attack verdict holds for the track until its identity
+        changes."""
+        assert self.gate is not None
+        try:
+            verdict = self.gate.judge(track.live_state)
+        except Exception as exc:  # a cue that cannot judge holds the event, never lets it in
+            self.stats.liveness_errors += 1
+            kind = f"liveness judge: {type(exc).__name__}"
+            self._faults.error(kind, f"{kind}: {exc}; the event is held", exc)
+            verdict = None
+        if verdict is None or verdict.state == "wait":
             self.validator.withdraw(event.user_id)
             self.stats.liveness_deferred += 1
             return False
-        score = sum(track.live_scores) / len(track.live_scores)
-        frames = len(track.live_scores)
-        track.live_scores.clear()
-        threshold = float(self.liveness.threshold)
-        if score >= threshold:
+        track.live_state.clear()
+        if verdict.state == "live":
             track.liveness = "live"
             self.stats.live += 1
             return True
         track.liveness = "attack"
         self.stats.attacks += 1
+        if verdict.deciding is not None:
+            self.stats.attacks_by_cue[verdict.deciding] = (
+                self.stats.attacks_by_cue.get(verdict.deciding, 0) + 1
+            )
         self.validator.withdraw(event.user_id)
         log.warning(
-            "presentation attack refused: track %s, live score %.3f < %.3f over %d frames; "
-            "no facial_id event",
+            "presentation attack refused: track %s, live score %.3f < %.3f over %d frames "
+            "(%s); no facial_id event",
             track.id,
-            score,
-            threshold,
-            frames,
+            verdict.score,
+            verdict.threshold,
+            verdict.frames,
+            ", ".join(
+                f"{c.cue} {'abstained' if c.score is None else f'{c.score:.3f}/{c.threshold}'}"
+                for c in verdict.cues
+            ),
         )
         if self.attack_events:
             attack = PresentationAttackEvent.create(
                 device_id=self.validator.device_id,
                 claimed_user_id=event.user_id,
-                liveness_score=score,
-                threshold=threshold,
-                frames=frames,
+                liveness_score=verdict.score,
+                threshold=verdict.threshold,
+                frames=max(1, verdict.frames),
                 image=compress_image_for_event(frame, self.image_target_kb, track.bbox),
+                cues={c.cue: c.score for c in verdict.cues},
             )
             if self._queue(engine, attack, track):
                 self.stats.attack_events += 1

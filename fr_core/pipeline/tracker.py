@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fr_core.interfaces import Detection
+from fr_core.pipeline.liveness import TrackLiveness
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -46,7 +47,7 @@ class Track:
     labels: dict[str, float] = field(default_factory=dict)
     threshold_distance: float | None = None  # operating point of the last decision
     embeddings: deque[Any] = field(default_factory=deque)  # the last ones, for fusion
-    live_scores: list[float] = field(default_factory=list)  # liveness while being confirmed
+    live_state: TrackLiveness = field(default_factory=TrackLiveness)  # cues' observations
     liveness: str | None = None  # "live" or "attack" once decided
 
     @property
