@@ -943,8 +943,28 @@ def evaluate(
     "--config",
     "config_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="Take the detector and the liveness analyzer from this config (default: yunet and "
-    "liveness with its defaults).",
+    help="Take the detector and every liveness analyzer (cue) from this config (default: "
+    "yunet and the cues named by --cue with their defaults).",
+)
+@click.option(
+    "--cue",
+    "cue_names",
+    multiple=True,
+    help="A liveness analyzer to evaluate, by plugin name (repeatable; default: liveness). "
+    "Ignored with --config.",
+)
+@click.option(
+    "--labels",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Per-face ground truth, CSV file,x,y,w,h,label[,note] (default: FOLDER/labels.csv "
+    "when present; docs/liveness.md).",
+)
+@click.option(
+    "--live-video",
+    "live_videos",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A video of live people: its tracks count as live tracks (repeatable).",
 )
 @click.option(
     "--samples",
@@ -958,7 +978,21 @@ def evaluate(
     type=click.IntRange(1, 1000),
     default=10,
     show_default=True,
-    help="Noise draws per photo (each a track of --track-frames frames).",
+    help="Noise draws per face (each a still track of --track-frames frames).",
+)
+@click.option(
+    "--moved-tracks",
+    type=click.IntRange(0, 1000),
+    default=3,
+    show_default=True,
+    help="Synthetic hand-held tracks (perspective warps) per attack face.",
+)
+@click.option(
+    "--bpcer-target",
+    type=click.FloatRange(0.0, 0.5),
+    default=0.03,
+    show_default=True,
+    help="The threshold rule: each of k cues refuses at most this / k of live tracks.",
 )
 @click.option("--noise", type=click.FloatRange(0, 64), default=3.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -967,24 +1001,31 @@ def evaluate(
 def evaluate_liveness(
     folder: Path,
     config_file: Path | None,
+    cue_names: tuple[str, ...],
+    labels: Path | None,
+    live_videos: tuple[Path, ...],
     samples: Path | None,
     out: Path,
     track_frames: int,
     tracks_per_photo: int,
+    moved_tracks: int,
+    bpcer_target: float,
     noise: float,
     seed: int,
     plots: bool,
     progress: bool | None,
 ) -> None:
-    """Measure the liveness check on FOLDER/real and FOLDER/fake: attacks accepted (APCER)
-    and live faces refused (BPCER), per image and per track, with a sweep and plots."""
+    """Measure the liveness cues, alone and fused, on FOLDER/real and FOLDER/fake with
+    per-face labels: attacks accepted (APCER) and live faces refused (BPCER) per image and
+    per track, thresholds chosen by a rule that never sees an attack, leave-one-out
+    figures, DET plots."""
     from tqdm import tqdm
 
     from fr_core.evaluation import liveness as liveness_eval
 
     registry = build_registry()
     detector = registry.create(ComponentKind.DETECTOR, "yunet")
-    analyzer = None
+    cues = []
     if config_file is not None:
         cfg = load_config(config_file)
         detector = _component(cfg, registry, "detector", "yunet")
@@ -992,30 +1033,45 @@ def evaluate_liveness(
             if kind is ComponentKind.ANALYZER:
                 candidate = registry.create(kind, block.plugin, block.options, path=where)
                 if getattr(candidate, "gates_identity", False):
-                    analyzer = candidate
-    if analyzer is None:
-        analyzer = registry.create(ComponentKind.ANALYZER, "liveness")
+                    cues.append(candidate)
+        if not cues:
+            raise click.UsageError(f"{config_file} configures no liveness analyzer")
+    else:
+        for name in cue_names or ("liveness",):
+            cue = registry.create(ComponentKind.ANALYZER, name)
+            if not getattr(cue, "gates_identity", False):
+                raise click.UsageError(f"--cue {name}: not a liveness analyzer")
+            cues.append(cue)
     shown = sys.stderr.isatty() if progress is None else progress
-    report = liveness_eval.evaluate(
-        folder,
-        detector,
-        analyzer,
-        samples=samples,
-        track_frames=track_frames,
-        tracks_per_photo=tracks_per_photo,
-        noise=noise,
-        seed=seed,
-        progress=lambda items: tqdm(list(items), desc="photos", disable=not shown),
-    )
+    try:
+        report = liveness_eval.evaluate(
+            folder,
+            detector,
+            cues,
+            labels=labels,
+            samples=samples,
+            live_videos=live_videos,
+            track_frames=track_frames,
+            tracks_per_photo=tracks_per_photo,
+            moved_per_photo=moved_tracks,
+            bpcer_target=bpcer_target,
+            noise=noise,
+            seed=seed,
+            progress=lambda items: tqdm(list(items), desc="photos", disable=not shown),
+        )
+    except liveness_eval.LabelsError as exc:
+        raise click.ClickException(str(exc)) from None
     for written in liveness_eval.write(report, out, folder.name, with_plots=plots):
         click.echo(f"wrote {written}")
     summary = report.summary()
-    for how in ("image", "track"):
-        r = summary[how]["at_threshold"]
-        click.echo(
-            f"per {how} at {r['threshold']}: attacks accepted {r['attacks_accepted']}/"
-            f"{r['attacks']}, live refused {r['live_refused']}/{r['live']}"
-        )
+    for cue, entry in summary["decisions"].items():
+        for label in ("rule", "configured"):
+            r = entry[label]["all"]
+            click.echo(
+                f"{cue} at the {label} threshold: attack tracks accepted "
+                f"{r['attacks_accepted']}/{r['attack_tracks']}, live tracks refused "
+                f"{r['live_refused']}/{r['live_tracks']}"
+            )
 
 
 @main.command()

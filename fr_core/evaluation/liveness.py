@@ -1,35 +1,61 @@
-"""How well the liveness check tells live faces from presentation attacks, measured on a
-folder of labelled photos (``fr-edge evaluate-liveness``; docs/liveness.md).
+"""How well the liveness cues tell live faces from presentation attacks, per face, measured on
+a folder of labelled photos and optional videos of live people (``fr-edge
+evaluate-liveness``; docs/liveness.md).
 
-The folder holds ``real/`` (live people) and ``fake/`` (printed photos, screens held to a
-camera), as ``../shared/data/antispoof-dev`` does. Each photo's largest face (the detector of
-the device) is scored two ways:
+**Ground truth is per face.** The folder holds ``real/`` (live people) and ``fake/``
+(printed photos, screens held to a camera). Many attack photos also show the live person who
+holds the phone, so a photo's folder is not the label of every face in it. A ``labels.csv``
+(:func:`read_labels`; by default ``FOLDER/labels.csv``) gives ``file,x,y,w,h,label[,note]``
+rows, ``label`` one of ``live``, ``attack`` or ``ignore`` (a region that is not a judgeable
+face). Each face the detector finds is matched to the labelled box it overlaps most (IoU >=
+0.3). A photo without rows: in ``real/`` every face is live; in ``fake/`` its one face is the
+attack, and a second face is an error that asks for labels. A labelled face the detector does
+not find is counted apart: it cannot produce an identity event either way.
 
-* **per image**: the liveness score of the photo as it is;
-* **per track**: the photo delivered ``track_frames`` times with Gaussian sensor noise (the
-  sim camera's ``noise``), detected again in each frame, the scores averaged, as the
-  recognition stage decides a track over its confirming frames.
+**Every face is scored**, by every cue (:mod:`fr_core.pipeline.liveness`), through the gate
+the device runs:
 
-At a threshold t, APCER is the share of attacks (with a face found) scored >= t (accepted as
-live), BPCER the share of live faces scored < t (refused). A photo in which the detector finds
-no face (or one smaller than the analyzer's ``min_face_size``, which it does not judge) cannot
-produce an identity event at all; those are counted apart. The report gives
-both rates at the analyzer's threshold, a sweep, the least threshold that refuses every
-attack of the set, and, with ``samples``, the verdicts on the model authors' sample images.
+* per image: each frame cue's score of the photo as it is;
+* per track, still: the photo delivered as a track of frames with Gaussian sensor noise,
+  re-detected in each frame, observed by the gate and judged by each cue, as the
+  recognition stage judges a track being confirmed; ``tracks_per_photo`` noise draws;
+* per track, moved (attacks only): the photo moved by smooth perspective warps as a hand
+  moves a phone or a print (:func:`fr_core.evaluation.tracks.warped_track`; **synthetic**);
+* per track, video: windows of the real tracks of videos of live people.
+
+**Thresholds are chosen by a rule that never sees an attack** (:func:`rule_thresholds`):
+each cue's threshold is the highest one that refuses at most ``bpcer_target / k`` of the
+live tracks it is conclusive on (``k`` cues: the fused gate then refuses at most about
+``bpcer_target`` of live tracks). Because the rule sees no attack, its APCER on this set is
+already out of sample for the attacks; the report still computes leave-one-attack-out
+(threshold set on every other photo) and leave-one-live-photo-out figures, and, for
+comparison, the leave-one-attack-out figure of the old rule ("least threshold refusing every
+attack of the set"), which does see the attacks.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fr_core.evaluation.tracks import video_tracks, warped_track
 from fr_core.files import IMAGE_EXTENSIONS
+from fr_core.interfaces import Detection, FrameResult, ReadStatus
+from fr_core.pipeline.liveness import (
+    LivenessGate,
+    TrackLiveness,
+    calibrated,
+    cue_name,
+)
+from fr_core.pipeline.tracker import iou
 
 #: The model authors' published verdicts on their sample images (their README).
 PUBLISHED_SAMPLES = {
@@ -37,148 +63,123 @@ PUBLISHED_SAMPLES = {
     "image_F2.jpg": ("attack", 0.82),
     "image_T1.jpg": ("live", 0.99),
 }
-SWEEP = (*(round(float(t), 2) for t in np.arange(0.05, 1.0, 0.05)), 0.96, 0.97, 0.98, 0.99)
+LABELS = ("live", "attack", "ignore")
+MATCH_IOU = 0.3
+MAX_LABELS_BYTES = 4 << 20
+MAX_LABEL_ROWS = 100_000
+MAX_IMAGE_BYTES = 64 << 20
+DEFAULT_BPCER_TARGET = 0.03
+BPCER_TARGETS = (0.01, 0.02, 0.03, 0.04, 0.05)  # the report's sweep of the rule
+NO_EVIDENCE_THRESHOLD = 0.5  # a cue with no score on any live track (nothing to choose from)
+FUSED = "fused"
+
+Scores = dict[str, float | None]  # cue -> its score for one track (None: no evidence)
 
 
-@dataclass
-class Scored:
-    path: str
-    live: bool  # ground truth
-    image: float | None = None  # None: no face found / unreadable
-    tracks: list[float] = field(default_factory=list)  # one per noise draw
+class LabelsError(ValueError):
+    """A labels file, or a photo, that the evaluation cannot use; says what and where."""
+
+
+# --- ground truth ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Label:
+    file: str  # relative to the folder, "real/x.jpg" or "fake/y.jpg"
+    box: tuple[float, float, float, float]
+    label: str
     note: str = ""
-
-    def values(self, kind: str) -> list[float]:
-        if kind == "image":
-            return [] if self.image is None else [self.image]
-        return self.tracks
+    line: int = 0
 
 
-@dataclass
-class LivenessReport:
-    threshold: float
-    items: list[Scored] = field(default_factory=list)
-    samples: list[dict[str, Any]] = field(default_factory=list)
-    track_frames: int = 5
-    noise: float = 3.0
-    tracks_per_photo: int = 10
+def read_labels(path: Path, folder: Path) -> dict[str, list[Label]]:
+    """``labels.csv``: a header ``file,x,y,w,h,label`` (``note`` optional), then one row per
+    face: ``file`` relative to ``folder`` (under ``real/`` or ``fake/``), the box in pixels of
+    that image, ``label`` one of live, attack, ignore. A row naming a missing file, a box
+    outside its image or of no area, an unknown label or a repeated box is an error naming
+    the line and what is allowed."""
 
-    def _values(self, kind: str, live: bool) -> list[float]:
-        return [v for s in self.items if s.live == live for v in s.values(kind)]
-
-    def rates(self, t: float, kind: str) -> dict[str, Any]:
-        """APCER and BPCER at ``t``: per image over the photos, per track over every
-        (photo, noise draw); plus how many attack photos had any track accepted."""
-        live, fake = self._values(kind, True), self._values(kind, False)
-        accepted = sum(1 for v in fake if v >= t)
-        refused = sum(1 for v in live if v < t)
-        photos = [s for s in self.items if not s.live and s.values(kind)]
-        return {
-            "threshold": t,
-            "attacks": len(fake),
-            "attacks_accepted": accepted,
-            "apcer": accepted / len(fake) if fake else None,
-            "attack_photos": len(photos),
-            "attack_photos_ever_accepted": sum(
-                1 for s in photos if any(v >= t for v in s.values(kind))
-            ),
-            "live": len(live),
-            "live_refused": refused,
-            "bpcer": refused / len(live) if live else None,
-        }
-
-    def least_safe_threshold(self, kind: str) -> float | None:
-        """The least threshold (to 3 decimals) above every attack's score."""
-        fake = self._values(kind, False)
-        if not fake:
-            return None
-        return round(math.floor(max(fake) * 1000) / 1000 + 0.001, 3)
-
-    def summary(self) -> dict[str, Any]:
-        counts = {
-            "live_photos": sum(1 for s in self.items if s.live),
-            "attack_photos": sum(1 for s in self.items if not s.live),
-            "live_without_face": sum(1 for s in self.items if s.live and s.image is None),
-            "attacks_without_face": sum(1 for s in self.items if not s.live and s.image is None),
-        }
-        out: dict[str, Any] = {
-            "threshold": self.threshold,
-            "track_frames": self.track_frames,
-            "tracks_per_photo": self.tracks_per_photo,
-            "noise": self.noise,
-            "counts": counts,
-        }
-        for kind in ("image", "track"):
-            safe = self.least_safe_threshold(kind)
-            out[kind] = {
-                "at_threshold": self.rates(self.threshold, kind),
-                "sweep": [self.rates(t, kind) for t in SWEEP],
-                "least_threshold_refusing_every_attack": safe,
-                "at_least_safe_threshold": self.rates(safe, kind) if safe is not None else None,
-            }
-        out["samples"] = self.samples
-        scored = [s for s in self.items if s.image is not None]
-
-        def row(s: Scored) -> dict[str, Any]:
-            t = s.tracks or [float("nan")]
-            return {
-                "path": s.path,
-                "image": s.image,
-                "tracks_min": min(t),
-                "tracks_median": float(np.median(t)),
-                "tracks_max": max(t),
-            }
-
-        out["lowest_scores"] = {
-            "live": [
-                row(s)
-                for s in sorted((s for s in scored if s.live), key=lambda s: s.image or 0.0)[:10]
-            ],
-            "attacks": [
-                row(s)
-                for s in sorted((s for s in scored if not s.live), key=lambda s: -(s.image or 0.0))
-            ],
-        }
-        return out
+    with Path(path).open("rb") as f:
+        raw = f.read(MAX_LABELS_BYTES + 1)
+    if len(raw) > MAX_LABELS_BYTES:
+        raise LabelsError(f"{path}: larger than {MAX_LABELS_BYTES >> 20} MiB")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise LabelsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    reader = csv.DictReader(io.StringIO(text))
+    need = ["file", "x", "y", "w", "h", "label"]
+    header = reader.fieldnames or []
+    if [h.strip() for h in header[:6]] != need or not set(header[6:]) <= {"note"}:
+        raise LabelsError(
+            f"{path}: the header must be {','.join(need)} (and optionally note), "
+            f"got {','.join(header) or 'nothing'}"
+        )
+    out: dict[str, list[Label]] = {}
+    sizes: dict[str, tuple[int, int]] = {}
+    root = folder.resolve()
+    for n, row in enumerate(reader, start=2):
+        if n - 1 > MAX_LABEL_ROWS:
+            raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows")
+        where = f"{path} line {n}"
+        name = (row.get("file") or "").strip()
+        target = (folder / name).resolve()
+        if (
+            not name
+            or not target.is_relative_to(root)
+            or name.split("/")[0]
+            not in (
+                "real",
+                "fake",
+            )
+        ):
+            raise LabelsError(f"{where}: file {name!r} must be a path under real/ or fake/")
+        if not target.is_file():
+            raise LabelsError(f"{where}: {name} does not exist in {folder}")
+        try:
+            box = tuple(float(row[k]) for k in ("x", "y", "w", "h"))
+        except (TypeError, ValueError):
+            raise LabelsError(f"{where}: x, y, w, h must be numbers (pixels)") from None
+        x, y, w, h = box
+        if not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0:
+            raise LabelsError(f"{where}: the box needs finite x, y and w, h > 0, got {box}")
+        if name not in sizes:
+            image = _read_image(target)
+            if image is None:
+                raise LabelsError(f"{where}: {name} is not a readable image")
+            sizes[name] = (image.shape[1], image.shape[0])
+        width, height = sizes[name]
+        if x < 0 or y < 0 or x + w > width or y + h > height:
+            raise LabelsError(
+                f"{where}: box {box} reaches outside {name} ({width} x {height} pixels)"
+            )
+        label = (row.get("label") or "").strip()
+        if label not in LABELS:
+            raise LabelsError(f"{where}: label {label!r}: allowed {', '.join(LABELS)}")
+        rows = out.setdefault(name, [])
+        if any(r.box == box for r in rows):
+            raise LabelsError(f"{where}: box {box} of {name} is labelled twice")
+        rows.append(Label(name, (x, y, w, h), label, (row.get("note") or "").strip(), n))
+    return out
 
 
-def _largest(detector: Any, image: np.ndarray) -> Any:
-    faces = detector.detect(image)
-    return max(faces, key=lambda d: d.bbox[2] * d.bbox[3]) if faces else None
+def _read_image(path: Path) -> np.ndarray | None:
+    import cv2
 
-
-def score_photo(
-    detector: Any,
-    analyzer: Any,
-    image: np.ndarray,
-    *,
-    track_frames: int,
-    noise: float,
-    rng: np.random.Generator,
-    tracks: int = 1,
-) -> tuple[float | None, list[float]]:
-    """(per-image score, per-track scores: one per noise draw) of the largest face; None and
-    [] where no face (big enough to judge) is found."""
-    face = _largest(detector, image)
-    small = float(getattr(analyzer, "min_face_size", 0.0))
-    if face is None or min(face.bbox[2], face.bbox[3]) < small:
-        return None, []  # no face, or one the analyzer does not judge
-    single = float(analyzer.analyze(image, face).score)
-    out = []
-    for _ in range(tracks):
-        scores = []
-        for _ in range(track_frames):
-            noisy = np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8)
-            f = _largest(detector, noisy)
-            if f is not None and min(f.bbox[2], f.bbox[3]) >= small:
-                scores.append(float(analyzer.analyze(noisy, f).score))
-        if scores:
-            out.append(float(np.mean(scores)))
-    return single, out
+    if path.stat().st_size > MAX_IMAGE_BYTES:
+        raise LabelsError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    data = np.frombuffer(path.read_bytes(), np.uint8)
+    if not data.size:
+        return None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+    return image if image is not None and image.size else None
 
 
 def photos(folder: Path) -> list[tuple[Path, bool]]:
-    """(path, is live) of every image under ``real/`` and ``fake/``."""
+    """(path, is under real/) of every image under ``real/`` and ``fake/``."""
     out = []
     for sub, live in (("real", True), ("fake", False)):
         base = folder / sub
@@ -188,106 +189,656 @@ def photos(folder: Path) -> list[tuple[Path, bool]]:
     return out
 
 
+def faces_of(
+    rel: str, under_real: bool, detections: Sequence[Detection], labels: Sequence[Label]
+) -> tuple[list[tuple[Label, Detection | None]], int]:
+    """The faces of one photo with their ground truth: (label, its detection or None) for
+    every judged face, and how many detections were ignored (``ignore`` rows)."""
+    if not labels:
+        if not under_real and len(detections) > 1:
+            raise LabelsError(
+                f"{rel}: {len(detections)} faces found in an attack photo without labels: "
+                "add a row per face (file,x,y,w,h,label with label live, attack or ignore) "
+                "to labels.csv"
+            )
+        kind = "live" if under_real else "attack"
+        if not detections:  # no face for the detector: no identity event either way
+            return [(Label(rel, (0, 0, 0, 0), kind, "no face found"), None)], 0
+        return [(Label(rel, d.bbox, kind), d) for d in detections], 0
+    matched: dict[int, Detection] = {}
+    ignored = 0
+    for d in detections:
+        overlaps = [iou(d.bbox, lab.box) for lab in labels]
+        best = int(np.argmax(overlaps))
+        if overlaps[best] < MATCH_IOU:
+            raise LabelsError(
+                f"{rel}: the detector found a face at {tuple(round(v) for v in d.bbox)} "
+                f"that no row of labels.csv covers (IoU >= {MATCH_IOU}): label it"
+            )
+        if labels[best].label == "ignore":
+            ignored += 1
+        elif best not in matched or iou(d.bbox, labels[best].box) > iou(
+            matched[best].bbox, labels[best].box
+        ):
+            matched[best] = d
+    return [(lab, matched.get(i)) for i, lab in enumerate(labels) if lab.label != "ignore"], ignored
+
+
+# --- scoring --------------------------------------------------------------------------------
+
+
+@dataclass
+class Face:
+    """One labelled face and what every cue made of it."""
+
+    file: str
+    box: tuple[float, float, float, float]
+    live: bool
+    source: str = "photo"  # "photo" or "video"
+    detected: bool = True
+    note: str = ""
+    image: Scores = field(default_factory=dict)  # the photo as it is (frame cues)
+    still: list[Scores] = field(default_factory=list)  # noisy still tracks
+    moved: list[Scores] = field(default_factory=list)  # synthetic hand-held tracks
+
+    def tracks(self, kind: str = "all") -> list[Scores]:
+        if kind == "image":
+            return [self.image] if self.image else []
+        if kind == "still":
+            return self.still
+        if kind == "moved":
+            return self.moved
+        return self.still + self.moved
+
+
+def _matching(
+    detections: Sequence[Detection], box: Sequence[float], least: float = MATCH_IOU
+) -> Detection | None:
+    best = max(detections, key=lambda d: iou(d.bbox, box), default=None)
+    return best if best is not None and iou(best.bbox, box) >= least else None
+
+
+def judge_track(
+    gate: LivenessGate,
+    detector: Any,
+    frames: Iterable[np.ndarray],
+    box: Sequence[float],
+    *,
+    follow: bool = False,
+) -> Scores:
+    """Observe one face through ``frames`` (re-detected in each, the detection that overlaps
+    the face's last box) with every cue of ``gate``, then each cue's score for the track:
+    what the recognition stage would judge. ``follow``: the face moves, track its box."""
+    state = TrackLiveness()
+    last = tuple(box)
+    for index, frame in enumerate(frames):
+        d = _matching(detector.detect(frame), last)
+        if d is None:
+            continue
+        if follow:
+            last = d.bbox
+        gate.observe(state, FrameResult(ReadStatus.FRAME, frame, index, index / 15.0), d)
+    return track_scores(gate, state)
+
+
+def track_scores(gate: LivenessGate, state: TrackLiveness) -> Scores:
+    """Each cue's score of a track (None: too few observations, or the cue abstained)."""
+    out: Scores = {}
+    for cue in gate.cues:
+        name = cue_name(cue)
+        kept = list(state.observations.get(name, ()))
+        if len(kept) < gate.needed(cue):
+            out[name] = None
+        elif hasattr(cue, "judge"):
+            raw = cue.judge(kept)
+            out[name] = None if raw is None else float(raw)
+        else:
+            out[name] = float(np.mean([float(v) for v in kept]))
+    return out
+
+
+def track_length(gate: LivenessGate, at_least: int) -> int:
+    return max([at_least, *(gate.window(c) for c in gate.cues)])
+
+
+def _noisy(image: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+    return np.clip(np.rint(image + rng.normal(0.0, noise, image.shape)), 0, 255).astype(np.uint8)
+
+
+def score_face(
+    gate: LivenessGate,
+    detector: Any,
+    image: np.ndarray,
+    face: Face,
+    detection: Detection,
+    *,
+    frames: int,
+    noise: float,
+    rng: np.random.Generator,
+    tracks: int,
+    moved: int,
+) -> None:
+    for cue in gate.cues:
+        name = cue_name(cue)
+        if hasattr(cue, "observe") or min(detection.bbox[2:]) < getattr(cue, "min_face_size", 0):
+            face.image[name] = None  # a track cue, or a face too small for this cue
+        else:
+            face.image[name] = float(cue.analyze(image, detection).score)
+    for _ in range(tracks):
+        face.still.append(
+            judge_track(
+                gate, detector, (_noisy(image, noise, rng) for _ in range(frames)), face.box
+            )
+        )
+    if moved and not face.live:
+        for _ in range(moved):
+            face.moved.append(
+                judge_track(gate, detector, warped_track(image, frames, rng), face.box, follow=True)
+            )
+
+
+def video_faces(gate: LivenessGate, detector: Any, path: Path, frames: int) -> list[Face]:
+    """Every window of ``frames`` frames of every track of a video of live people, judged by
+    the gate's cues (one :class:`Face` per track, one score set per window)."""
+    out = []
+    for n, track in enumerate(video_tracks(path, detector, min_face_size=gate.min_face_size)):
+        face = Face(f"{path.name}#track{n}", track[0][1].bbox, True, "video")
+        for start in range(0, len(track) - frames + 1, frames):
+            state = TrackLiveness()
+            for result, detection in track[start : start + frames]:
+                gate.observe(state, result, detection)
+            face.still.append(track_scores(gate, state))
+        if face.still:
+            out.append(face)
+    return out
+
+
+# --- decisions and rules ---------------------------------------------------------------------
+
+
+def decide(scores: Scores, thresholds: Mapping[str, float], cue: str = FUSED) -> bool | None:
+    """One track's verdict at ``thresholds``: True live, False attack, None undecided (the
+    device would wait). ``cue``: that cue alone, or the gate's fusion rule."""
+    if cue != FUSED:
+        s = scores.get(cue)
+        return None if s is None else s >= thresholds[cue]
+    conclusive = {k: s for k, s in scores.items() if s is not None}
+    if not conclusive:
+        return None
+    return all(s >= thresholds[k] for k, s in conclusive.items())
+
+
+def fused_value(scores: Scores, thresholds: Mapping[str, float]) -> float | None:
+    """The fused score (least calibrated score of the conclusive cues; one cue: its own)."""
+    conclusive = [(s, thresholds[k]) for k, s in scores.items() if s is not None]
+    if not conclusive:
+        return None
+    if len(scores) == 1:
+        return conclusive[0][0]
+    return min(calibrated(s, t) for s, t in conclusive)
+
+
+def rule_threshold(live_scores: Sequence[float], bpcer: float) -> float | None:
+    """The highest threshold (3 decimals, rounded down) at which at most ``bpcer`` of
+    ``live_scores`` fall below it; None without scores."""
+    values = sorted(live_scores)
+    if not values:
+        return None
+    k = math.floor(bpcer * len(values) + 1e-9)  # scores allowed below the threshold
+    t = values[k] if k < len(values) else 1.0
+    return max(0.001, min(0.999, math.floor(t * 1000) / 1000))
+
+
+def _quantile_thresholds(faces: Sequence[Face], cues: Sequence[str], q: float) -> dict[str, float]:
+    out = {}
+    for cue in cues:
+        values = [v for f in faces for s in f.tracks() if (v := s.get(cue)) is not None]
+        t = rule_threshold(values, q)
+        out[cue] = t if t is not None else NO_EVIDENCE_THRESHOLD
+    return out
+
+
+def rule_thresholds(
+    faces: Iterable[Face], cues: Sequence[str], bpcer: float = DEFAULT_BPCER_TARGET
+) -> dict[str, float]:
+    """The cues' thresholds by the BPCER rule, from live tracks only (never an attack).
+
+    One cue: the highest threshold refusing at most ``bpcer`` of the live tracks it has
+    evidence on. Several: every cue's threshold at one common level ``q`` (the ``q``-quantile
+    of its live scores), ``q`` the largest multiple of 0.001 up to ``bpcer`` at which the
+    fused gate refuses at most ``bpcer`` of the live tracks: a cue that never refuses a live
+    face leaves the whole budget to the others."""
+    live = [f for f in faces if f.live]
+    if len(cues) <= 1:
+        return _quantile_thresholds(live, cues, bpcer)
+    best = _quantile_thresholds(live, cues, 0.0)
+    for step in range(1, round(bpcer * 1000) + 1):
+        t = _quantile_thresholds(live, cues, step / 1000)
+        r = rates(live, t, FUSED, "all")
+        if r["bpcer"] is not None and r["bpcer"] > bpcer:
+            break
+        best = t
+    return best
+
+
+def rates(faces: Sequence[Face], thresholds: Mapping[str, float], cue: str, kind: str) -> dict:
+    """APCER and BPCER of ``cue`` (or the fused gate) over the ``kind`` tracks of ``faces``."""
+    out: dict[str, Any] = {"cue": cue, "kind": kind}
+    for live, key in ((False, "attack"), (True, "live")):
+        every = [
+            (f, decide(s, thresholds, cue)) for f in faces if f.live == live for s in f.tracks(kind)
+        ]
+        # undecided: no cue had evidence (a face too small to judge, every cue abstaining);
+        # the device waits on such a track, so it is neither let in nor refused: counted apart
+        verdicts = [(f, v) for f, v in every if v is not None]
+        n = len(verdicts)
+        accepted = sum(1 for _, v in verdicts if v)
+        out[f"{key}_tracks"] = n
+        out[f"{key}_undecided"] = len(every) - n
+        if live:
+            out["live_refused"] = n - accepted
+            out["bpcer"] = (n - accepted) / n if n else None
+        else:
+            out["attacks_accepted"] = accepted
+            out["apcer"] = accepted / n if n else None
+            out["attack_faces"] = len({f.file + str(f.box) for f, _ in every})
+            out["attack_faces_ever_accepted"] = len({f.file + str(f.box) for f, v in verdicts if v})
+    return out
+
+
+def leave_one_attack_out(
+    faces: Sequence[Face], cues: Sequence[str], bpcer: float, cue: str
+) -> dict[str, Any]:
+    """For each attack face: thresholds chosen on every other face (the BPCER rule, and for
+    a single cue the old rule: just above every other attack's track scores), then is any of
+    its tracks accepted? The count is the APCER to expect."""
+    attacks = [f for f in faces if not f.live and f.tracks()]
+    accepted_rule, accepted_old, names_rule, names_old = 0, 0, [], []
+    for f in attacks:
+        others = [g for g in faces if g is not f]
+        t = rule_thresholds(others, cues, bpcer)
+        if any(decide(s, t, cue) is True for s in f.tracks()):
+            accepted_rule += 1
+            names_rule.append(f.file)
+        if cue != FUSED:
+            other_scores = [
+                s[cue] for g in others if not g.live for s in g.tracks() if s.get(cue) is not None
+            ]
+            old = dict(t)
+            old[cue] = (
+                math.floor(max(v for v in other_scores if v is not None) * 1000) / 1000 + 0.001
+                if other_scores
+                else 0.5
+            )
+            if any(decide(s, old, cue) is True for s in f.tracks()):
+                accepted_old += 1
+                names_old.append(f.file)
+    out: dict[str, Any] = {
+        "attack_faces": len(attacks),
+        "accepted_bpcer_rule": accepted_rule,
+        "accepted_bpcer_rule_files": names_rule,
+    }
+    if cue != FUSED:
+        out["accepted_refuse_every_attack_rule"] = accepted_old
+        out["accepted_refuse_every_attack_rule_files"] = names_old
+    return out
+
+
+def leave_one_live_out(
+    faces: Sequence[Face], cues: Sequence[str], bpcer: float, cue: str
+) -> dict[str, Any]:
+    """For each live face: thresholds chosen on the other faces, then the share of its tracks
+    refused; summed over faces, the BPCER to expect."""
+    refused = total = 0
+    for f in faces:
+        if not f.live or not f.tracks():
+            continue
+        t = rule_thresholds([g for g in faces if g is not f], cues, bpcer)
+        verdicts = [v for v in (decide(s, t, cue) for s in f.tracks()) if v is not None]
+        refused += sum(1 for v in verdicts if not v)
+        total += len(verdicts)
+    return {
+        "live_tracks": total,
+        "live_refused": refused,
+        "bpcer": refused / total if total else None,
+    }
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+@dataclass
+class LivenessReport:
+    cues: list[str]
+    configured: dict[str, float]  # each cue's threshold as configured
+    faces: list[Face] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+    ignored_detections: int = 0
+    track_frames: int = 5
+    noise: float = 3.0
+    tracks_per_photo: int = 10
+    moved_per_photo: int = 0
+    bpcer_target: float = DEFAULT_BPCER_TARGET
+
+    def judged(self) -> list[Face]:
+        return [f for f in self.faces if f.detected]
+
+    def decisions(self) -> list[str]:
+        return [*self.cues, FUSED] if len(self.cues) > 1 else list(self.cues)
+
+    def summary(self) -> dict[str, Any]:
+        faces = self.judged()
+        chosen = rule_thresholds(faces, self.cues, self.bpcer_target)
+        counts = {
+            "live_faces": sum(1 for f in self.faces if f.live),
+            "attack_faces": sum(1 for f in self.faces if not f.live),
+            "live_faces_not_detected": sum(1 for f in self.faces if f.live and not f.detected),
+            "attack_faces_not_detected": sum(
+                1 for f in self.faces if not f.live and not f.detected
+            ),
+            "video_tracks": sum(1 for f in self.faces if f.source == "video"),
+            "unreadable_photos": len(self.unreadable),
+            "ignored_detections": self.ignored_detections,
+        }
+        out: dict[str, Any] = {
+            "cues": self.cues,
+            "configured_thresholds": self.configured,
+            "rule": (
+                f"the highest threshold refusing at most {self.bpcer_target:g} of the live "
+                "tracks (no attack seen)"
+                if len(self.cues) == 1
+                else "every cue at the same quantile of its live scores, the largest at which "
+                f"the fused gate refuses at most {self.bpcer_target:g} of the live tracks "
+                "(no attack seen)"
+            ),
+            "rule_thresholds": chosen,
+            "track_frames": self.track_frames,
+            "tracks_per_photo": self.tracks_per_photo,
+            "moved_tracks_per_attack": self.moved_per_photo,
+            "noise": self.noise,
+            "counts": counts,
+            "unreadable": self.unreadable,
+            "decisions": {},
+            "samples": self.samples,
+        }
+        for cue in self.decisions():
+            entry: dict[str, Any] = {}
+            for label, t in (("configured", self.configured), ("rule", chosen)):
+                entry[label] = {
+                    kind: rates(faces, t, cue, kind) for kind in ("image", "still", "moved", "all")
+                }
+            entry["leave_one_attack_out"] = leave_one_attack_out(
+                faces, self.cues, self.bpcer_target, cue
+            )
+            entry["leave_one_live_out"] = leave_one_live_out(
+                faces, self.cues, self.bpcer_target, cue
+            )
+            out["decisions"][cue] = entry
+        final = self.decisions()[-1]  # the fused gate, or the one cue
+        out["targets"] = []
+        for q in BPCER_TARGETS:
+            t = rule_thresholds(faces, self.cues, q)
+            r = rates(faces, t, final, "all")
+            loo = leave_one_attack_out(faces, self.cues, q, final)
+            lol = leave_one_live_out(faces, self.cues, q, final)
+            out["targets"].append(
+                {
+                    "bpcer_target": q,
+                    "thresholds": t,
+                    "attacks_accepted": r["attacks_accepted"],
+                    "attack_tracks": r["attack_tracks"],
+                    "attack_faces_ever_accepted": r["attack_faces_ever_accepted"],
+                    "attack_faces": r["attack_faces"],
+                    "live_refused": r["live_refused"],
+                    "live_tracks": r["live_tracks"],
+                    "loo_attack_faces_accepted": loo["accepted_bpcer_rule"],
+                    "loo_live_refused": lol["live_refused"],
+                    "loo_live_tracks": lol["live_tracks"],
+                }
+            )
+        out["faces"] = [
+            {
+                "file": f.file,
+                "box": [round(v) for v in f.box],
+                "label": "live" if f.live else "attack",
+                "source": f.source,
+                "detected": f.detected,
+                "note": f.note,
+                "image": f.image,
+                **{
+                    f"{kind}_{cue}": _spread([s.get(cue) for s in f.tracks(kind)])
+                    for kind in ("still", "moved")
+                    for cue in self.cues
+                    if f.tracks(kind)
+                },
+            }
+            for f in self.faces
+        ]
+        return out
+
+
+def _spread(values: Sequence[float | None]) -> dict[str, Any]:
+    v = [x for x in values if x is not None]
+    if not v:
+        return {"n": len(values), "conclusive": 0}
+    return {
+        "n": len(values),
+        "conclusive": len(v),
+        "min": round(min(v), 4),
+        "median": round(float(np.median(v)), 4),
+        "max": round(max(v), 4),
+    }
+
+
 def evaluate(
     folder: Path,
     detector: Any,
-    analyzer: Any,
+    cues: Sequence[Any] | Any,
     *,
+    labels: Path | None = None,
     samples: Path | None = None,
+    live_videos: Sequence[Path] = (),
     track_frames: int = 5,
     tracks_per_photo: int = 10,
+    moved_per_photo: int = 3,
     noise: float = 3.0,
     seed: int = 0,
+    bpcer_target: float = DEFAULT_BPCER_TARGET,
     progress: Callable[[Iterable[Any]], Iterable[Any]] = lambda x: x,
 ) -> LivenessReport:
-    import cv2
-
+    cues = list(cues) if isinstance(cues, (list, tuple)) else [cues]
+    gate = LivenessGate(cues, track_frames)
+    frames = track_length(gate, track_frames)
+    names = [cue_name(c) for c in cues]
     rng = np.random.default_rng(seed)
+    label_file = labels if labels is not None else folder / "labels.csv"
+    truth = read_labels(label_file, folder) if labels is not None or label_file.is_file() else {}
     report = LivenessReport(
-        float(analyzer.threshold),
-        track_frames=track_frames,
+        names,
+        {cue_name(c): float(c.threshold) for c in cues},
+        track_frames=frames,
         noise=noise,
         tracks_per_photo=tracks_per_photo,
+        moved_per_photo=moved_per_photo,
+        bpcer_target=bpcer_target,
     )
-    for path, live in progress(photos(folder)):
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        rel = str(path.relative_to(folder))
+    for path, under_real in progress(photos(folder)):
+        rel = path.relative_to(folder).as_posix()
+        image = _read_image(path)
         if image is None:
-            report.items.append(Scored(rel, live, note="unreadable"))
+            report.unreadable.append(rel)
             continue
-        single, tracks = score_photo(
-            detector,
-            analyzer,
-            image,
-            track_frames=track_frames,
-            noise=noise,
-            rng=rng,
-            tracks=tracks_per_photo,
-        )
-        report.items.append(
-            Scored(rel, live, single, tracks, "" if single is not None else "no face")
-        )
-    if samples is not None:
-        for name, (verdict, published) in PUBLISHED_SAMPLES.items():
-            image = cv2.imread(str(samples / name), cv2.IMREAD_COLOR)
-            face = _largest(detector, image) if image is not None else None
-            if face is None:
-                report.samples.append({"image": name, "published": verdict, "ours": None})
+        found, ignored = faces_of(rel, under_real, detector.detect(image), truth.get(rel, []))
+        report.ignored_detections += ignored
+        for label, detection in found:
+            face = Face(rel, label.box, label.label == "live", note=label.note)
+            report.faces.append(face)
+            if detection is None:
+                face.detected = False
                 continue
-            result = analyzer.analyze(image, face)
-            # the authors' rule: the arg-max of the two models' mean softmax (1 = live)
-            classes = {k: v for k, v in result.scores.items() if k.startswith("class_")}
-            top = max(classes, key=lambda k: classes[k]) if classes else None
-            live = top == "class_1" if top is not None else result.score >= 0.5
-            ours = "live" if live else "attack"
-            report.samples.append(
-                {
-                    "image": name,
-                    "published": verdict,
-                    "published_score": published,
-                    "ours": ours,
-                    "live_score": round(float(result.score), 3),
-                    "score_of_verdict": round(
-                        float(classes[top] if top is not None else result.score), 3
-                    ),
-                    "agrees": ours == verdict,
-                }
+            face.box = detection.bbox
+            score_face(
+                gate,
+                detector,
+                image,
+                face,
+                detection,
+                frames=frames,
+                noise=noise,
+                rng=rng,
+                tracks=tracks_per_photo,
+                moved=moved_per_photo,
             )
+    for video in live_videos:
+        report.faces += video_faces(gate, detector, video, frames)
+    texture = next((c for c in cues if not hasattr(c, "observe")), None)
+    if samples is not None and texture is not None:
+        report.samples = _samples(samples, detector, texture)
     return report
+
+
+def _samples(folder: Path, detector: Any, analyzer: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name, (verdict, published) in PUBLISHED_SAMPLES.items():
+        image = _read_image(folder / name) if (folder / name).is_file() else None
+        faces = detector.detect(image) if image is not None else []
+        if not faces:
+            out.append({"image": name, "published": verdict, "ours": None})
+            continue
+        face = max(faces, key=lambda d: d.bbox[2] * d.bbox[3])
+        result = analyzer.analyze(image, face)
+        # the authors' rule: the arg-max of the two models' mean softmax (1 = live)
+        classes = {k: v for k, v in result.scores.items() if k.startswith("class_")}
+        top = max(classes, key=lambda k: classes[k]) if classes else None
+        live = top == "class_1" if top is not None else result.score >= 0.5
+        ours = "live" if live else "attack"
+        out.append(
+            {
+                "image": name,
+                "published": verdict,
+                "published_score": published,
+                "ours": ours,
+                "live_score": round(float(result.score), 3),
+                "agrees": ours == verdict,
+            }
+        )
+    return out
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+def _pct(n: int, d: int) -> str:
+    return f"{n} of {d} ({100 * n / d:.1f}%)" if d else "none"
 
 
 def markdown(summary: dict[str, Any], source: str) -> str:
     c = summary["counts"]
+    rule, conf = summary["rule_thresholds"], summary["configured_thresholds"]
     lines = [
         f"# Liveness on {source}",
         "",
-        f"{c['live_photos']} live photos ({c['live_without_face']} without a face found), "
-        f"{c['attack_photos']} attacks ({c['attacks_without_face']} without a face found: "
-        "they cannot produce an identity event). Per track: each photo delivered "
-        f"{summary['track_frames']} times with sensor noise sigma {summary['noise']}, "
-        f"re-detected, the scores averaged; {summary['tracks_per_photo']} such tracks (noise "
-        "draws) per photo, so per-track counts are over photos x draws.",
+        f"Faces: {c['live_faces']} live ({c['live_faces_not_detected']} not found by the "
+        f"detector; {c['video_tracks']} of them tracks of live video), {c['attack_faces']} "
+        f"attacks ({c['attack_faces_not_detected']} not found by the detector: they cannot "
+        f"produce an identity event). Unreadable photos: {c['unreadable_photos']}. "
+        f"Still tracks: {summary['tracks_per_photo']} per face, {summary['track_frames']} "
+        f"frames each with sensor noise sigma {summary['noise']}; moved tracks (synthetic "
+        f"perspective warps of the photo, as a hand moves it): "
+        f"{summary['moved_tracks_per_attack']} per attack face.",
         "",
-        "| | threshold | attacks accepted (APCER) | live refused (BPCER) |",
-        "| --- | --- | --- | --- |",
+        f"Rule: {summary['rule']}.",
+        "",
+        "| cue | configured threshold | rule's threshold |",
+        "| --- | --- | --- |",
+        *(f"| {k} | {conf[k]} | {rule[k]} |" for k in summary["cues"]),
+        "",
+        "Per track, all tracks (still and moved), over the tracks decided; a track on which no "
+        "cue had evidence (a face too small to judge, every cue abstaining) is undecided: the "
+        "device waits on it, so it is neither let in nor refused.",
+        "",
+        "| decision | thresholds | attack tracks accepted (APCER) | attack faces ever "
+        "accepted | live tracks refused (BPCER) | leave-one-attack-out: attack faces "
+        "accepted | leave-one-live-out BPCER |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for kind in ("image", "track"):
-        for label, rates in (
-            ("default", summary[kind]["at_threshold"]),
-            ("least refusing every attack", summary[kind]["at_least_safe_threshold"]),
-        ):
-            if rates is None:
-                continue
-            photos = (
-                f"; {rates['attack_photos_ever_accepted']} of {rates['attack_photos']} photos"
-                if kind == "track"
-                else ""
-            )
+    for cue, entry in summary["decisions"].items():
+        loo, lol = entry["leave_one_attack_out"], entry["leave_one_live_out"]
+        for label in ("rule", "configured"):
+            r = entry[label]["all"]
             lines.append(
-                f"| per {kind}, {label} | {rates['threshold']} | "
-                f"{rates['attacks_accepted']} of {rates['attacks']}{photos} | "
-                f"{rates['live_refused']} of {rates['live']} ({100 * (rates['bpcer'] or 0):.1f}%) |"
+                f"| {cue} | {label} | {_pct(r['attacks_accepted'], r['attack_tracks'])} | "
+                f"{r['attack_faces_ever_accepted']} of {r['attack_faces']} | "
+                f"{_pct(r['live_refused'], r['live_tracks'])}"
+                f" ({r['live_undecided']} undecided) | "
+                + (
+                    f"{loo['accepted_bpcer_rule']} of {loo['attack_faces']}"
+                    + (
+                        f" (old rule: {loo['accepted_refuse_every_attack_rule']})"
+                        if "accepted_refuse_every_attack_rule" in loo
+                        else ""
+                    )
+                    + f" | {_pct(lol['live_refused'], lol['live_tracks'])} |"
+                    if label == "rule"
+                    else "| |"
+                )
             )
+    lines += [
+        "",
+        f"The rule at other BPCER targets ({list(summary['decisions'])[-1]}, per track; "
+        "leave-one-out figures beside the in-sample ones):",
+        "",
+        "| BPCER target | thresholds | attack tracks accepted | attack faces ever accepted "
+        "(leave-one-attack-out) | live tracks refused | leave-one-live-out |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in summary["targets"]:
+        lines.append(
+            f"| {r['bpcer_target']:g} | "
+            + ", ".join(f"{k} {v}" for k, v in r["thresholds"].items())
+            + f" | {_pct(r['attacks_accepted'], r['attack_tracks'])} | "
+            f"{r['attack_faces_ever_accepted']} of {r['attack_faces']} "
+            f"({r['loo_attack_faces_accepted']}) | {_pct(r['live_refused'], r['live_tracks'])} | "
+            f"{_pct(r['loo_live_refused'], r['loo_live_tracks'])} |"
+        )
+    lines += [
+        "",
+        "By kind of track, at the rule's thresholds:",
+        "",
+        "| decision | per image: attacks accepted | per image: live refused | still: attacks "
+        "accepted | still: live refused | moved: attacks accepted |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for cue, entry in summary["decisions"].items():
+        im, st, mv = (entry["rule"][k] for k in ("image", "still", "moved"))
+        lines.append(
+            f"| {cue} | {_pct(im['attacks_accepted'], im['attack_tracks'])} | "
+            f"{_pct(im['live_refused'], im['live_tracks'])} | "
+            f"{_pct(st['attacks_accepted'], st['attack_tracks'])} | "
+            f"{_pct(st['live_refused'], st['live_tracks'])} | "
+            f"{_pct(mv['attacks_accepted'], mv['attack_tracks'])} |"
+        )
+    lines += ["", "Attack faces (median score of their tracks per cue):", ""]
+    lines += ["| face | " + " | ".join(summary["cues"]) + " | note |"]
+    lines += ["| --- |" + " --- |" * (len(summary["cues"]) + 1)]
+    for f in summary["faces"]:
+        if f["label"] != "attack":
+            continue
+        if not f["detected"]:
+            cells = ["not detected"] * len(summary["cues"])
+        else:
+            cells = []
+            for cue in summary["cues"]:
+                parts = []
+                for kind in ("still", "moved"):
+                    s = f.get(f"{kind}_{cue}")
+                    if s:
+                        parts.append(
+                            f"{kind} {s['median']}" if s.get("conclusive") else f"{kind} -"
+                        )
+                cells.append(", ".join(parts))
+        lines.append(f"| {f['file']} | " + " | ".join(cells) + f" | {f['note']} |")
     if summary["samples"]:
         lines += ["", "| sample | published | ours (live score) |", "| --- | --- | --- |"]
         for s in summary["samples"]:
@@ -295,21 +846,25 @@ def markdown(summary: dict[str, Any], source: str) -> str:
             lines.append(
                 f"| {s['image']} | {s['published']} {s.get('published_score', '')} | {ours} |"
             )
-    lines += [
-        "",
-        "Sweep (per track):",
-        "",
-        "| threshold | attack tracks accepted | attack photos ever accepted "
-        "| live tracks refused |",
-        "| --- | --- | --- | --- |",
-    ]
-    for r in summary["track"]["sweep"]:
-        lines.append(
-            f"| {r['threshold']} | {r['attacks_accepted']}/{r['attacks']} | "
-            f"{r['attack_photos_ever_accepted']}/{r['attack_photos']} | "
-            f"{r['live_refused']}/{r['live']} |"
-        )
     return "\n".join(lines) + "\n"
+
+
+def det_points(report: LivenessReport, cue: str) -> list[tuple[float, float]]:
+    """(BPCER, APCER) per track across thresholds: a cue alone swept over its scores; the
+    fused gate swept over the rule's BPCER target."""
+    faces = report.judged()
+    if cue == FUSED:
+        targets = np.linspace(0.0, 0.5, 51)
+        grid = [rule_thresholds(faces, report.cues, float(q)) for q in targets]
+    else:
+        values = sorted({v for f in faces for s in f.tracks() if (v := s.get(cue)) is not None})
+        grid = [{**report.configured, cue: v} for v in [0.0, *values, 1.0001]]
+    points = []
+    for t in grid:
+        r = rates(faces, t, cue, "all")
+        if r["bpcer"] is not None and r["apcer"] is not None:
+            points.append((float(r["bpcer"]), float(r["apcer"])))
+    return sorted(set(points))
 
 
 def plots(report: LivenessReport, out: Path) -> list[Path]:
@@ -319,35 +874,44 @@ def plots(report: LivenessReport, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     written = []
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
-    for ax, kind in zip(axes, ("image", "track"), strict=True):
+    chosen = rule_thresholds(report.judged(), report.cues, report.bpcer_target)
+    fig, axes = plt.subplots(1, len(report.cues), figsize=(4.2 * len(report.cues), 3.4))
+    axes = np.atleast_1d(axes)
+    for ax, cue in zip(axes, report.cues, strict=True):
         for live, colour, label in ((True, "tab:green", "live"), (False, "tab:red", "attack")):
-            values = [v for s in report.items if s.live == live for v in s.values(kind)]
+            values = [
+                s[cue]
+                for f in report.judged()
+                if f.live == live
+                for s in f.tracks()
+                if s.get(cue) is not None
+            ]
             jitter = np.random.default_rng(1).uniform(-0.15, 0.15, len(values))
-            ax.scatter(values, (1 if live else 0) + jitter, s=12, c=colour, label=label, alpha=0.7)
-        ax.axvline(
-            report.threshold, color="k", ls="--", lw=1, label=f"threshold {report.threshold}"
-        )
+            ax.scatter(values, (1 if live else 0) + jitter, s=10, c=colour, label=label, alpha=0.6)
+        ax.axvline(chosen[cue], color="k", ls="--", lw=1, label=f"rule: {chosen[cue]}")
         ax.set_xlim(0, 1)
         ax.set_yticks([0, 1], ["attack", "live"])
-        ax.set_xlabel(f"live score, per {kind}")
-    axes[0].legend(loc="center left", fontsize=8)
+        ax.set_xlabel(f"{cue}: live score per track")
+        ax.legend(loc="center left", fontsize=7)
     fig.tight_layout()
     path = out / "scores.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for kind, style in (("image", ":"), ("track", "-")):
-        sweep = [report.rates(t, kind) for t in SWEEP]
-        ax.plot(SWEEP, [r["apcer"] for r in sweep], "r" + style, label=f"APCER per {kind}")
-        ax.plot(SWEEP, [r["bpcer"] for r in sweep], "g" + style, label=f"BPCER per {kind}")
-    ax.axvline(report.threshold, color="k", ls="--", lw=1)
-    ax.set_xlabel("threshold")
-    ax.set_ylabel("rate")
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for cue in report.decisions():
+        pts = det_points(report, cue)
+        if pts:
+            ax.step(*zip(*pts, strict=True), where="post", label=cue, lw=2 if cue == FUSED else 1)
+    ax.axvline(report.bpcer_target, color="grey", ls=":", lw=1, label="BPCER target")
+    ax.set_xlim(0, 0.5)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("live tracks refused (BPCER)")
+    ax.set_ylabel("attack tracks accepted (APCER)")
+    ax.set_title("DET per track")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path = out / "rates.png"
+    path = out / "det.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
