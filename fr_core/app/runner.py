@@ -115,9 +115,7 @@ class DeviceRunner:
                     getattr(a, "name", type(a).__name__),
                 )
         liveness = (
-            LivenessGate(cues, cfg.confirmation_frames, rule=rec.liveness_fusion)
-            if cues
-            else None
+            LivenessGate(cues, cfg.confirmation_frames, rule=rec.liveness_fusion) if cues else None
         )
         if liveness is None:
             log.info("no liveness analyzer: a photo held to the camera is not detected")
@@ -191,6 +189,8 @@ class DeviceRunner:
                 "errors": stats.camera_errors,
                 "reopens": stats.camera_reopens,
                 "stalls": stats.camera_stalls,
+                # frames that went out without their IR or depth plane (docs/liveness-hardware.md)
+                "plane_failures": dict(stats.camera_plane_failures),
             },
             # names say what a figure is: *_mean per frame, *_total since the start
             "stage_ms_mean": stats.stage_ms,
@@ -302,6 +302,17 @@ class DeviceRunner:
             self.metrics.stop()
         if self.sync is not None:
             self.sync.stop(timeout=5)
+        beating = self._heartbeat
+        if beating is not None:
+            beating.join(timeout=5)
+            self._heartbeat = None
+            # a last heartbeat with the final counts, so the central side sees what the
+            # device decided after its last periodic one (a failure is only a warning)
+            try:
+                if self.client.transport is not None:
+                    self.client.transport.send_heartbeat(self.heartbeat_payload())
+            except Exception as exc:
+                log.warning("last heartbeat failed: %s", exc)
         self.client.stop(timeout=5)
         self.engine.stop()
         if self.preview is not None:

@@ -53,6 +53,7 @@ class EngineStats:
     camera_reopens: int = 0
     camera_stalls: int = 0
     camera_dropped: int = 0
+    camera_plane_failures: dict[str, int] = field(default_factory=dict)  # IR/depth reads lost
     events_queued: int = 0
     events_vetoed: int = 0
     events_invalid: int = 0
@@ -250,6 +251,9 @@ class Engine:
         camera = self.components.get("camera")
         if camera is not None:
             self.stats.camera_dropped = int(getattr(camera, "dropped", 0))
+            failures = getattr(camera, "plane_failures", None)
+            if isinstance(failures, dict):
+                self.stats.camera_plane_failures = {str(k): int(v) for k, v in failures.items()}
         self.stats.stage_ms = {
             name: round(1000 * sum(v) / len(v), 3)
             for name, v in list(self._handler_time.items())

@@ -20,6 +20,26 @@ for tests). ``script`` injects faults at given frame numbers: ``timeout`` (one r
 TIMEOUT), ``stall`` (no frame for ``seconds``), ``eos`` (the stream ends), ``error``
 (the source fails until it is closed and reopened) and ``corrupt`` (that frame arrives as a
 2 x 2 single-channel float array, which no OpenCV model accepts: a frame handler's fault).
+
+With ``planes: [ir, depth]`` every frame also carries **synthetic** near-infrared and depth
+planes aligned with it (:attr:`FrameResult.planes`, docs/liveness-hardware.md), for CI of the
+``liveness_ir`` and ``liveness_depth`` cues; they are drawn from the frame, not measured. One
+face is presented in ``presentation_box`` (the generated scene: its moving block), as
+``presentation`` says, or as ``presentation_script`` says from a given frame on:
+
+* ``live``: IR = half the frame's luminance (ambient near-infrared) and, in the ellipse
+  inscribed in the box, ``40 + 0.5 x luminance + 110 x shading`` (skin reflecting the
+  illuminator, brightest at the face's centre, shading = sqrt(1 - r^2) of the ellipse);
+  depth = the background wall (``background_distance_m``, tilted 0.2 m over the frame's
+  height) with, in the ellipse, an ellipsoid face at ``face_distance_m`` whose rim lies
+  ``face_relief_m`` (3 cm) behind its centre;
+* ``screen``: IR near black in the whole box (``6 + luminance / 40``: a screen emits no
+  near-infrared), depth a flat, slightly tilted sheet at ``face_distance_m``;
+* ``print``: IR ``30 + 0.6 x luminance`` in the box (paper reflects near-infrared: the
+  print's picture shows), depth flat as for a screen.
+
+Depth has Gaussian noise of ``depth_noise_mm``. The camera's ``planes`` attribute names the
+planes it delivers (empty without the option, and nothing else changes then).
 """
 
 from __future__ import annotations
@@ -33,7 +53,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fr_core.errors import FrEdgeError
 from fr_core.files import IMAGE_EXTENSIONS
@@ -46,6 +66,19 @@ class ScriptStep(BaseModel):
     frame: int = Field(ge=0, description="source frame number at which the fault happens")
     action: Literal["timeout", "stall", "eos", "error", "corrupt"]
     seconds: float = Field(0.0, ge=0, le=3600, description="length of a stall")
+
+
+PLANES = ("ir", "depth")
+Presentation = Literal["live", "screen", "print"]
+
+
+class PresentationStep(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    frame: int = Field(ge=0, description="source frame number from which this presentation holds")
+    presentation: Presentation = Field(
+        description="what is shown in the presentation box: live, screen or print"
+    )
 
 
 class SimCameraConfig(BaseModel):
@@ -69,6 +102,81 @@ class SimCameraConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description="seed of the noise")
     script: list[ScriptStep] = Field(default_factory=list, description="scripted faults")
+    planes: list[Literal["ir", "depth"]] = Field(
+        default_factory=list,
+        description="synthetic planes delivered aligned with every frame, for CI of the IR "
+        "and depth liveness cues: 'ir' (H x W uint8) and/or 'depth' (H x W float32 metres); "
+        "drawn from the frame and presentation, not measured (docs/liveness-hardware.md)",
+    )
+    presentation: Presentation = Field(
+        "live",
+        description="what the synthetic planes show in the presentation box: 'live' (skin "
+        "under IR, a face's relief), 'screen' (near black under IR, flat) or 'print' (the "
+        "picture under IR, flat)",
+    )
+    presentation_script: list[PresentationStep] = Field(
+        default_factory=list,
+        description="presentation changes by frame: each step's presentation holds from its "
+        "frame on (before the first: presentation)",
+    )
+    presentation_box: tuple[float, float, float, float] | None = Field(
+        None,
+        description="where the presented face is, as [x, y, w, h] fractions of the frame's "
+        "width and height; default for the generated scene its moving block (needed with "
+        "planes and a file source)",
+    )
+    face_distance_m: float = Field(
+        0.6, ge=0.1, le=10.0, description="synthetic depth of the presented face or sheet"
+    )
+    background_distance_m: float = Field(
+        1.5, ge=0.2, le=20.0, description="synthetic depth of the wall behind, at mid-height"
+    )
+    face_relief_m: float = Field(
+        0.03,
+        ge=0.0,
+        le=0.2,
+        description="a live face's synthetic relief: how far its rim lies behind its centre",
+    )
+    depth_noise_mm: float = Field(
+        1.0, ge=0.0, le=100.0, description="standard deviation of the synthetic depth noise"
+    )
+
+    @field_validator("planes")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"planes {v}: name each plane once (allowed: {', '.join(PLANES)})")
+        return v
+
+    @field_validator("presentation_box")
+    @classmethod
+    def _box(
+        cls, v: tuple[float, float, float, float] | None
+    ) -> tuple[float, float, float, float] | None:
+        if v is None:
+            return v
+        x, y, w, h = v
+        if not (0 <= x < 1 and 0 <= y < 1 and 0 < w <= 1 - x and 0 < h <= 1 - y):
+            raise ValueError(
+                f"presentation_box {list(v)}: [x, y, w, h] fractions of the frame, the box "
+                "inside it (0 <= x, y < 1; 0 < w <= 1 - x; 0 < h <= 1 - y)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _scene(self) -> SimCameraConfig:
+        if self.planes and self.source is not None and self.presentation_box is None:
+            raise ValueError(
+                "planes with a file source need presentation_box: where the presented face "
+                "is, as [x, y, w, h] fractions of the frame"
+            )
+        if self.background_distance_m <= self.face_distance_m + self.face_relief_m:
+            raise ValueError(
+                f"background_distance_m ({self.background_distance_m}) must lie behind the "
+                f"face (face_distance_m + face_relief_m = "
+                f"{self.face_distance_m + self.face_relief_m})"
+            )
+        return self
 
     @field_validator("source")
     @classmethod
@@ -96,6 +204,7 @@ class _Scene:
 
     def __init__(self, width: int, height: int, frames: int) -> None:
         self.w, self.h, self.frames, self.i = width, height, frames, 0
+        self.box: tuple[int, int, int, int] | None = None  # the last block drawn: x, y, w, h
         yy, xx = np.mgrid[0:height, 0:width]
         self.base = np.stack(
             [
@@ -114,6 +223,7 @@ class _Scene:
         x = int((self.w - side) * (0.5 + 0.5 * math.sin(self.i / 15)))
         y = int((self.h - side) * (0.5 + 0.5 * math.cos(self.i / 23)))
         f[y : y + side, x : x + side] = (230, 230, 230)
+        self.box = (x, y, side, side)
         self.i += 1
         return f
 
@@ -184,6 +294,55 @@ class _Video:
         self.cap.release()
 
 
+def synthetic_planes(
+    frame: np.ndarray,
+    box: tuple[int, int, int, int],
+    presentation: str,
+    names: tuple[str, ...],
+    cfg: SimCameraConfig,
+    rng: np.random.Generator,
+) -> dict[str, np.ndarray]:
+    """The synthetic ``names`` planes of an H x W x 3 BGR frame presenting ``presentation``
+    in ``box`` (x, y, w, h pixels): see the module docstring for what each looks like."""
+    height, width = frame.shape[:2]
+    x, y, w, h = box
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(width, x + w), min(height, y + h)
+    # the ellipse inscribed in the box: r2 < 1 inside, shading sqrt(1 - r2)
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    r2 = ((xx + 0.5 - (x + w / 2)) / (w / 2)) ** 2 + ((yy + 0.5 - (y + h / 2)) / (h / 2)) ** 2
+    inside = r2 < 1.0
+    shade = np.sqrt(np.clip(1.0 - r2, 0.0, 1.0))
+    out: dict[str, np.ndarray] = {}
+    if "ir" in names:
+        f = frame.astype(np.float32)
+        luma = 0.114 * f[..., 0] + 0.587 * f[..., 1] + 0.299 * f[..., 2]
+        ir = 0.5 * luma  # ambient near-infrared: the scene further from the illuminator
+        face = luma[y0:y1, x0:x1]
+        if presentation == "live":
+            skin = 40.0 + 0.5 * face + 110.0 * shade
+            ir[y0:y1, x0:x1] = np.where(inside, skin, ir[y0:y1, x0:x1])
+        elif presentation == "screen":
+            ir[y0:y1, x0:x1] = 6.0 + face / 40.0
+        else:  # print
+            ir[y0:y1, x0:x1] = 30.0 + 0.6 * face
+        out["ir"] = np.clip(ir, 0, 255).astype(np.uint8)
+    if "depth" in names:
+        rows = np.arange(height, dtype=np.float32)[:, None]
+        depth = np.repeat(
+            cfg.background_distance_m + 0.2 * (rows / max(1, height - 1) - 0.5), width, axis=1
+        )
+        if presentation == "live":
+            head = cfg.face_distance_m + cfg.face_relief_m * (1.0 - shade)
+            depth[y0:y1, x0:x1] = np.where(inside, head, depth[y0:y1, x0:x1])
+        else:  # a flat sheet, slightly tilted, filling the box
+            depth[y0:y1, x0:x1] = cfg.face_distance_m + 0.02 * (xx - x0) / max(1, w)
+        if cfg.depth_noise_mm > 0:
+            depth += rng.normal(0.0, cfg.depth_noise_mm / 1000.0, depth.shape)
+        out["depth"] = depth.astype(np.float32)
+    return out
+
+
 def _open_frames(cfg: SimCameraConfig) -> _Frames:
     src = cfg.source
     if src is None:
@@ -219,6 +378,9 @@ class SimCamera:
         # Faults fire once per camera, not once per open: a reopened source does not fail
         # again at the same frame.
         self._script = {s.frame: s for s in config.script}
+        #: the planes every frame carries (synthetic: see the module docstring)
+        self.planes: tuple[str, ...] = tuple(config.planes)
+        self._presentations = sorted(config.presentation_script, key=lambda p: p.frame)
 
     # --- CameraSource ---
 
@@ -233,6 +395,7 @@ class SimCamera:
         self._failed = None
         self._ended = False
         self._noise = np.random.default_rng(self.config.seed)
+        self._plane_noise = np.random.default_rng([self.config.seed, 1])
         self.opens += 1
 
     def read(self, timeout: float) -> FrameResult:
@@ -282,7 +445,44 @@ class SimCamera:
         elif self.config.noise > 0:
             grain = self._noise.normal(0.0, self.config.noise, frame.shape)
             frame = np.clip(frame + grain, 0, 255).astype(np.uint8)
-        return FrameResult(ReadStatus.FRAME, frame, idx, self._media_t0 + idx / self._media_fps)
+        stamp = self._media_t0 + idx / self._media_fps
+        if self.planes and not corrupt:
+            box = self._presentation_box(frame)
+            if box is not None:
+                planes = synthetic_planes(
+                    frame,
+                    box,
+                    self.presentation_at(idx),
+                    self.planes,
+                    self.config,
+                    self._plane_noise,
+                )
+                return FrameResult(ReadStatus.FRAME, frame, idx, stamp, planes=planes)
+        return FrameResult(ReadStatus.FRAME, frame, idx, stamp)
+
+    # --- synthetic planes ---
+
+    def presentation_at(self, index: int) -> str:
+        """What is presented at source frame ``index``: the last step of
+        ``presentation_script`` at or before it, else ``presentation``."""
+        kind: str = self.config.presentation
+        for step in self._presentations:
+            if step.frame > index:
+                break
+            kind = step.presentation
+        return kind
+
+    def _presentation_box(self, frame: np.ndarray) -> tuple[int, int, int, int] | None:
+        height, width = frame.shape[:2]
+        if self.config.presentation_box is not None:
+            fx, fy, fw, fh = self.config.presentation_box
+            return (
+                int(fx * width),
+                int(fy * height),
+                max(1, int(fw * width)),
+                max(1, int(fh * height)),
+            )
+        return getattr(self._frames, "box", None)  # the generated scene's block
 
     def close(self) -> None:
         if self._frames is not None:
