@@ -119,14 +119,23 @@ recognition: venv
 	  --out docs/recognition/target-$$t --no-plots --no-progress > /dev/null || exit 1; done
 	$(BIN)/python -m tests.bench.recognition_rules $(DATA)/lfw-dev > docs/recognition/rules.md
 
-# Presentation-attack detection on ../shared/data/antispoof-dev and the Hamilton clip
-# (docs/liveness.md): the models are installed into the model cache from ../shared/models
+# Presentation-attack detection on ../shared/data/antispoof-dev (per-face labels in
+# tests/data/antispoof-dev/labels.csv) and the Hamilton clip (docs/liveness.md): every photo
+# cue alone and fused, thresholds by a rule that never sees an attack, leave-one-out figures;
+# the models are installed into the model cache from ../shared/models
 MODELS ?= $(or $(FR_TEST_MODELS),../shared/models)
+LIVENESS_CUES := --cue liveness --cue liveness_context --cue liveness_motion
 liveness: venv
 	$(BIN)/fr-edge models fetch minifasnet --from $(MODELS)/minifasnet --no-progress
-	$(BIN)/fr-edge evaluate-liveness $(DATA)/antispoof-dev --samples $(MODELS)/minifasnet/samples \
-	  --out docs/liveness --no-progress
+	$(BIN)/fr-edge evaluate-liveness $(DATA)/antispoof-dev $(LIVENESS_CUES) \
+	  --labels tests/data/antispoof-dev/labels.csv --live-video $(DATA)/faces/short_hamilton_clip.mp4 \
+	  --samples $(MODELS)/minifasnet/samples --out docs/liveness --no-progress
+	$(BIN)/fr-edge evaluate-liveness $(DATA)/antispoof-dev --cue liveness \
+	  --labels tests/data/antispoof-dev/labels.csv --live-video $(DATA)/faces/short_hamilton_clip.mp4 \
+	  --out docs/liveness/texture-alone --no-progress
 	$(BIN)/python -m tests.bench.liveness_hamilton $(DATA) $(MODELS) > docs/liveness/hamilton.md
+	$(BIN)/python -m tests.bench.liveness_context $(DATA) > docs/liveness/context.md
+	$(BIN)/python -m tests.bench.liveness_motion $(DATA) > docs/liveness/motion.md
 
 bench: venv
 	$(BIN)/python -m pytest tests/bench --benchmark-enable --benchmark-only \

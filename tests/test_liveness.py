@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
-from fr_cpu.liveness import MODEL_FILES, LivenessAnalyzer, LivenessConfig
+from fr_cpu.liveness import DEFAULT_THRESHOLD, MODEL_FILES, LivenessAnalyzer, LivenessConfig
 from fr_cpu.minifasnet import (
     CheckpointError,
     crop,
@@ -257,13 +257,18 @@ def test_the_demo_defaults_have_no_liveness():
     assert default_config().analyzers == []
 
 
+@pytest.mark.parametrize(
+    "cues", [["liveness"], ["liveness", "liveness_context", "liveness_motion"]]
+)
 def test_a_photo_of_an_employee_is_refused_and_the_live_face_is_let_in(
-    fr_data, minifasnet, detector, tmp_path, monkeypatch
+    fr_data, minifasnet, detector, tmp_path, monkeypatch, cues
 ):
     """`fr-edge run` on a camera that first sees a printed photo of EMP-PHOTO (enrolled from
     that very photo, so recognition alone would clock them in), then EMP-LIVE's live face:
     no facial_id for the photo, a presentation_attack event naming whom it impersonated, with
-    the face image; EMP-LIVE's facial_id goes out; heartbeats count one attack, one live."""
+    the face image; EMP-LIVE's facial_id goes out; heartbeats count one attack, one live.
+    With every photo cue configured the same holds, the event carries each cue's score (the
+    motion cue abstains on a still photo) and the fused score against 0.5."""
     attack = fr_data / "antispoof-dev" / "fake" / "fake1.jpg"
     live = fr_data / "faces" / "obama.jpg"
     scene = tmp_path / "scene"
@@ -282,7 +287,8 @@ def test_a_photo_of_an_employee_is_refused_and_the_live_face_is_let_in(
             "api_key": "${FR_TEST_KEY}",
             "db_path": str(tmp_path / "device" / "faces.db"),
             "heartbeat_interval_seconds": 1,
-            "camera": {"plugin": "sim", "source": str(scene), "repeat": 12, "noise": 3, "fps": 6},
+            # long enough for the motion cue's 10 observations
+            "camera": {"plugin": "sim", "source": str(scene), "repeat": 24, "noise": 3, "fps": 12},
             "detector": "yunet",
             "embedder": "sface",
             "transport": {"plugin": "https", "ca_bundle": str(ref.ca_path)},
@@ -291,7 +297,8 @@ def test_a_photo_of_an_employee_is_refused_and_the_live_face_is_let_in(
                     "plugin": "liveness",
                     "model_dir": str(minifasnet),
                     "onnx_cache_dir": str(tmp_path / "onnx"),
-                }
+                },
+                *({"plugin": name} for name in cues[1:]),
             ],
             "recognition": {"attack_events": True},
         }
@@ -310,7 +317,13 @@ def test_a_photo_of_an_employee_is_refused_and_the_live_face_is_let_in(
     assert 0 < attacks[0]["image_bytes"] <= 50 * 1024
     meta = attacks[0]["metadata"]
     # decided on a full confirmation's worth of scored frames, never on one
-    assert meta["liveness_score"] < meta["threshold"] == 0.7 and meta["frames"] >= 5
+    assert meta["frames"] >= 5
+    if len(cues) == 1:
+        assert meta["liveness_score"] < meta["threshold"] == DEFAULT_THRESHOLD
+    else:
+        assert meta["threshold"] == 0.5 > meta["liveness_score"]
+        assert set(meta["cues"]) == set(cues) and meta["cues"]["liveness_motion"] is None
+        assert meta["cues"]["liveness"] < DEFAULT_THRESHOLD
     rec = beats[-1]["recognition"]
     assert rec["attacks"] == 1 and rec["live"] == 1 and rec["attack_events"] == 1
     assert rec["liveness_checks"] >= 2 and "liveness_ms_total" in rec

