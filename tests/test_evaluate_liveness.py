@@ -58,7 +58,11 @@ def _labels(folder, rows: str):
         ("fake/two.jpg,1,1,10,10,spoof,\n", "allowed live, attack, ignore"),
         ("fake/two.jpg,1,1,10,10,attack,\nfake/two.jpg,1,1,10,10,live,\n", "labelled twice"),
         ("../outside.jpg,1,1,10,10,attack,\n", "under real/ or fake/"),
-        ("other/x.jpg,1,1,10,10,attack,\n", "under real/ or fake/"),
+        ("other/x.jpg,1,1,10,10,attack,\n", "directly in real/ or fake/"),
+        ("real/sub/x.jpg,1,1,10,10,attack,\n", "directly in real/ or fake/"),
+        ("fake/two.txt,1,1,10,10,attack,\n", "allowed image types"),
+        ("fake/tw\x00o.jpg,1,1,10,10,attack,\n", "under real/ or fake/"),
+        ('"fake/two.jpg,1,1,10,10,attack\n', "not CSV"),
     ],
 )
 def test_a_bad_labels_row_is_an_error_naming_its_line_and_what_is_allowed(folder, rows, says):
@@ -67,6 +71,28 @@ def test_a_bad_labels_row_is_an_error_naming_its_line_and_what_is_allowed(folder
     with pytest.raises(LabelsError, match=says) as err:
         read_labels(path, folder)
     assert "line 2" in str(err.value) or "line 3" in str(err.value)
+
+
+def test_a_path_written_two_ways_is_one_file_and_a_repeated_box_is_caught(folder):
+    """real/./a.jpg and real//a.jpg name real/a.jpg: stored under that name (so the
+    evaluation finds the rows) and a box given twice through them is refused; spaces around
+    the header's names are allowed."""
+    path = folder / "labels.csv"
+    path.write_text("file, x, y, w, h, label\nfake/./two.jpg,1,1,10,10,attack\n")
+    assert list(read_labels(path, folder)) == ["fake/two.jpg"]
+    path.write_text(HEADER + "fake/./two.jpg,1,1,10,10,attack,\nfake//two.jpg,1,1,10,10,live,\n")
+    with pytest.raises(LabelsError, match="labelled twice"):
+        read_labels(path, folder)
+
+
+def test_an_image_too_large_in_pixels_is_refused_before_it_is_decoded(folder, monkeypatch):
+    """The pixel count comes from the header; past the cap the error names both numbers."""
+    import fr_core.evaluation.liveness as ev
+
+    monkeypatch.setattr(ev, "MAX_IMAGE_PIXELS", 1000)
+    path = _labels(folder, "fake/two.jpg,1,1,10,10,attack,\n")
+    with pytest.raises(LabelsError, match="pixels, more than 1,000 allowed"):
+        read_labels(path, folder)
 
 
 def test_a_labels_file_with_the_wrong_header_or_not_utf8_is_refused(folder):

@@ -35,6 +35,8 @@ DEFERRED = {
     "pycuda": "present on a Jetson or a GPU machine only",
     "jetson_utils": "present on a Jetson only",
     "matplotlib": "plots are drawn by the evaluation commands only",
+    "PIL": "Pillow (with matplotlib, the eval extra) reads image headers for the evaluation's "
+    "size check only; it may be absent",
     "h5py": "only the emotion model's one-off Keras conversion reads HDF5",
     "paho": "the MQTT client loads only for the mqtt transport and the broker's bridge",
     "requests": "the HTTP client loads only for the https transport and model downloads",

@@ -277,3 +277,45 @@ def test_cues_need_distinct_names_and_thresholds_inside_0_1():
         run_cues([], [Veto(0.5), Veto(0.5)])
     with pytest.raises(ValueError, match="not in \\(0, 1\\)"):
         run_cues([], [Veto(0.5, threshold=1.5)])
+
+
+def test_a_live_stranger_taking_over_a_photo_s_box_never_clocks_the_photo_in():
+    """A photo of A too small to judge is recognised as A (its event waits); the attacker's
+    own live face C, not enrolled, then takes over the box (the track goes on). The frames the
+    cues judge must be frames whose identity was checked: C is never A, so no facial_id
+    event for A, whether one cue or several judge (review of issue 23)."""
+    frames = [frame(face("A", 0.05, 60))] * 6 + [frame(face("C", 0.95, 100))] * 30
+    events, stats, _ = run(frames)
+    assert ("facial_id", "A") not in events and stats.live == 0
+    events, stats = run_cues(frames, [Liveness(), Abstaining()])
+    assert all(e.event_type != "facial_id" for e in events) and stats.live == 0
+
+
+def test_a_refusal_does_not_wait_for_a_slower_cue():
+    """The texture cue refuses after its 5 frames while the motion cue still needs 10: the
+    track is an attack at once, so the refusing frames cannot roll out of the window."""
+    events, stats = run_cues([frame(face("B", 0.05))] * 12, [Liveness(), Abstaining()])
+    assert [e.event_type for e in events] == ["presentation_attack"]
+    assert stats.attacks == 1 and stats.attacks_by_cue == {"Liveness": 1}
+    assert events[0].metadata.cues == {"Liveness": 0.05, "motion": None}
+
+
+class Observing:
+    """A frame cue that reads the FrameResult itself (as the IR and depth cues do) and
+    returns a scripted value per frame, without a judge of its own."""
+
+    name, threshold, gates_identity = "ir", 0.5, True
+
+    def __init__(self, values):
+        self.values = iter(values)
+
+    def observe(self, result, detection):
+        return next(self.values)
+
+
+def test_values_of_a_frame_cue_without_judge_are_checked_like_scores():
+    """9.0 or NaN from observe() is an error for that frame, never averaged into a pass."""
+    bad = [9.0, float("nan")] * 3 + [0.01] * 30
+    events, stats = run_cues([frame(face("A", 0.95))] * 20, [Observing(bad)])
+    assert all(e.event_type != "facial_id" for e in events)
+    assert stats.liveness_errors == 6 and stats.live == 0

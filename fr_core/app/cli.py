@@ -992,7 +992,8 @@ def evaluate(
     type=click.FloatRange(0.0, 0.5),
     default=0.03,
     show_default=True,
-    help="The threshold rule: each of k cues refuses at most this / k of live tracks.",
+    help="The threshold rule: the share of live tracks the thresholds may refuse (several "
+    "cues: one common quantile level, the largest keeping the fused gate within it).",
 )
 @click.option("--noise", type=click.FloatRange(0, 64), default=3.0, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)

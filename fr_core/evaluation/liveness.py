@@ -24,10 +24,11 @@ the device runs:
 * per track, video: windows of the real tracks of videos of live people.
 
 **Thresholds are chosen by a rule that never sees an attack** (:func:`rule_thresholds`):
-each cue's threshold is the highest one that refuses at most ``bpcer_target / k`` of the
-live tracks it is conclusive on (``k`` cues: the fused gate then refuses at most about
-``bpcer_target`` of live tracks). Because the rule sees no attack, its APCER on this set is
-already out of sample for the attacks; the report still computes leave-one-attack-out
+one cue's threshold is the highest that refuses at most ``bpcer_target`` of the live tracks
+it has evidence on; several cues share one quantile level of their live scores, the largest
+at which the fused gate refuses at most ``bpcer_target`` of the live tracks. Because the
+rule sees no attack, its APCER on this set is already out of sample for the attacks; the
+report still computes leave-one-attack-out
 (threshold set on every other photo) and leave-one-live-photo-out figures, and, for
 comparison, the leave-one-attack-out figure of the old rule ("least threshold refusing every
 attack of the set"), which does see the attacks.
@@ -52,7 +53,6 @@ from fr_core.interfaces import Detection, FrameResult, ReadStatus
 from fr_core.pipeline.liveness import (
     LivenessGate,
     TrackLiveness,
-    calibrated,
     cue_name,
 )
 from fr_core.pipeline.tracker import iou
@@ -68,12 +68,20 @@ MATCH_IOU = 0.3
 MAX_LABELS_BYTES = 4 << 20
 MAX_LABEL_ROWS = 100_000
 MAX_IMAGE_BYTES = 64 << 20
+MAX_IMAGE_PIXELS = 50_000_000  # read from the header before decoding
+MAX_VIDEO_FRAMES = 900  # per --live-video (30 s at 30 fps): its frames are held in memory
 DEFAULT_BPCER_TARGET = 0.03
 BPCER_TARGETS = (0.01, 0.02, 0.03, 0.04, 0.05)  # the report's sweep of the rule
 NO_EVIDENCE_THRESHOLD = 0.5  # a cue with no score on any live track (nothing to choose from)
 FUSED = "fused"
 
-Scores = dict[str, float | None]  # cue -> its score for one track (None: no evidence)
+WAITING = "waiting"  # a cue with fewer usable frames than it needs: the device waits
+Scores = dict[str, float | str | None]  # cue -> its score for one track, None, WAITING
+
+
+def score_of(value: float | str | None) -> float | None:
+    """The number in a track's score for one cue, or None (abstained or waiting)."""
+    return value if isinstance(value, float) else None
 
 
 class LabelsError(ValueError):
@@ -107,67 +115,91 @@ def read_labels(path: Path, folder: Path) -> dict[str, list[Label]]:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise LabelsError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
-    reader = csv.DictReader(io.StringIO(text))
+    reader = csv.DictReader(io.StringIO(text), strict=True)
     need = ["file", "x", "y", "w", "h", "label"]
-    header = reader.fieldnames or []
-    if [h.strip() for h in header[:6]] != need or not set(header[6:]) <= {"note"}:
+    header = [h.strip() for h in reader.fieldnames or []]
+    if header[:6] != need or not set(header[6:]) <= {"note"}:
         raise LabelsError(
             f"{path}: the header must be {','.join(need)} (and optionally note), "
             f"got {','.join(header) or 'nothing'}"
         )
+    reader.fieldnames = header
     out: dict[str, list[Label]] = {}
+    boxes: set[tuple[str, tuple[float, ...]]] = set()
     sizes: dict[str, tuple[int, int]] = {}
     root = folder.resolve()
-    for n, row in enumerate(reader, start=2):
-        if n - 1 > MAX_LABEL_ROWS:
-            raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows")
-        where = f"{path} line {n}"
-        name = (row.get("file") or "").strip()
-        target = (folder / name).resolve()
-        if (
-            not name
-            or not target.is_relative_to(root)
-            or name.split("/")[0]
-            not in (
-                "real",
-                "fake",
-            )
-        ):
-            raise LabelsError(f"{where}: file {name!r} must be a path under real/ or fake/")
-        if not target.is_file():
-            raise LabelsError(f"{where}: {name} does not exist in {folder}")
-        try:
-            box = tuple(float(row[k]) for k in ("x", "y", "w", "h"))
-        except (TypeError, ValueError):
-            raise LabelsError(f"{where}: x, y, w, h must be numbers (pixels)") from None
-        x, y, w, h = box
-        if not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0:
-            raise LabelsError(f"{where}: the box needs finite x, y and w, h > 0, got {box}")
-        if name not in sizes:
-            image = _read_image(target)
-            if image is None:
-                raise LabelsError(f"{where}: {name} is not a readable image")
-            sizes[name] = (image.shape[1], image.shape[0])
-        width, height = sizes[name]
-        if x < 0 or y < 0 or x + w > width or y + h > height:
-            raise LabelsError(
-                f"{where}: box {box} reaches outside {name} ({width} x {height} pixels)"
-            )
-        label = (row.get("label") or "").strip()
-        if label not in LABELS:
-            raise LabelsError(f"{where}: label {label!r}: allowed {', '.join(LABELS)}")
-        rows = out.setdefault(name, [])
-        if any(r.box == box for r in rows):
-            raise LabelsError(f"{where}: box {box} of {name} is labelled twice")
-        rows.append(Label(name, (x, y, w, h), label, (row.get("note") or "").strip(), n))
+    n = 1
+    try:
+        for n, row in enumerate(reader, start=2):
+            if n - 1 > MAX_LABEL_ROWS:
+                raise LabelsError(f"{path}: more than {MAX_LABEL_ROWS} rows")
+            _label_row(f"{path} line {n}", row, folder, root, out, boxes, sizes)
+    except csv.Error as exc:
+        raise LabelsError(f"{path} line {n + 1}: not CSV ({exc})") from None
     return out
 
 
+def _label_row(
+    where: str,
+    row: Mapping[str, Any],
+    folder: Path,
+    root: Path,
+    out: dict[str, list[Label]],
+    boxes: set[tuple[str, tuple[float, ...]]],
+    sizes: dict[str, tuple[int, int]],
+) -> None:
+    raw = row.get("file")
+    name = raw.strip() if isinstance(raw, str) else ""
+    if not name or "\x00" in name or len(name) > 4096:
+        raise LabelsError(f"{where}: file {name[:80]!r} must be a path under real/ or fake/")
+    target = (folder / name).resolve()
+    if not target.is_relative_to(root):
+        raise LabelsError(f"{where}: file {name!r} must be a path under real/ or fake/")
+    rel = target.relative_to(root).as_posix()  # real/./a.jpg and real//a.jpg: real/a.jpg
+    parts = rel.split("/")
+    if len(parts) != 2 or parts[0] not in ("real", "fake"):
+        raise LabelsError(f"{where}: file {name!r} must be an image directly in real/ or fake/")
+    if target.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise LabelsError(f"{where}: {name}: allowed image types {', '.join(IMAGE_EXTENSIONS)}")
+    if not target.is_file():
+        raise LabelsError(f"{where}: {name} does not exist in {folder}")
+    try:
+        box = tuple(float(row[k]) for k in ("x", "y", "w", "h"))
+    except (TypeError, ValueError, KeyError):
+        raise LabelsError(f"{where}: x, y, w, h must be numbers (pixels)") from None
+    x, y, w, h = box
+    if not all(math.isfinite(v) for v in box) or w <= 0 or h <= 0:
+        raise LabelsError(f"{where}: the box needs finite x, y and w, h > 0, got {box}")
+    if rel not in sizes:
+        image = _read_image(target)
+        if image is None:
+            raise LabelsError(f"{where}: {name} is not a readable image")
+        sizes[rel] = (image.shape[1], image.shape[0])
+    width, height = sizes[rel]
+    if x < 0 or y < 0 or x + w > width or y + h > height:
+        raise LabelsError(f"{where}: box {box} reaches outside {rel} ({width} x {height} pixels)")
+    label = (row.get("label") or "").strip()
+    if label not in LABELS:
+        raise LabelsError(f"{where}: label {label!r}: allowed {', '.join(LABELS)}")
+    if (rel, box) in boxes:
+        raise LabelsError(f"{where}: box {box} of {rel} is labelled twice")
+    boxes.add((rel, box))
+    note = row.get("note")
+    out.setdefault(rel, []).append(
+        Label(rel, (x, y, w, h), label, note.strip() if isinstance(note, str) else "")
+    )
+
+
 def _read_image(path: Path) -> np.ndarray | None:
+    """The image at ``path``, or None when it is not a readable image; its size is checked
+    (bytes, and pixels from its header where Pillow can read it) before it is decoded."""
     import cv2
 
     if path.stat().st_size > MAX_IMAGE_BYTES:
         raise LabelsError(f"{path}: larger than {MAX_IMAGE_BYTES >> 20} MiB")
+    pixels = _header_pixels(path)
+    if pixels is not None and pixels > MAX_IMAGE_PIXELS:
+        raise LabelsError(f"{path}: {pixels:,} pixels, more than {MAX_IMAGE_PIXELS:,} allowed")
     data = np.frombuffer(path.read_bytes(), np.uint8)
     if not data.size:
         return None
@@ -176,6 +208,21 @@ def _read_image(path: Path) -> np.ndarray | None:
     except cv2.error:
         return None
     return image if image is not None and image.size else None
+
+
+def _header_pixels(path: Path) -> int | None:
+    """Width x height from the image's header (Pillow reads only the header), or None where
+    Pillow is missing or does not know the file (OpenCV's own cap then applies)."""
+    try:
+        from PIL import Image
+    except ImportError:  # Pillow comes with matplotlib, the eval extra
+        return None
+    try:
+        with Image.open(path) as header:
+            w, h = header.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return None
+    return int(w) * int(h)
 
 
 def photos(folder: Path) -> list[tuple[Path, bool]]:
@@ -265,6 +312,7 @@ def judge_track(
     box: Sequence[float],
     *,
     follow: bool = False,
+    errors: dict[str, int] | None = None,
 ) -> Scores:
     """Observe one face through ``frames`` (re-detected in each, the detection that overlaps
     the face's last box) with every cue of ``gate``, then each cue's score for the track:
@@ -277,24 +325,22 @@ def judge_track(
             continue
         if follow:
             last = d.bbox
-        gate.observe(state, FrameResult(ReadStatus.FRAME, frame, index, index / 15.0), d)
+        outcome = gate.observe(state, FrameResult(ReadStatus.FRAME, frame, index, index / 15.0), d)
+        if errors is not None:
+            for cue, exc in outcome.errors:
+                key = f"{cue}: {type(exc).__name__}"
+                errors[key] = errors.get(key, 0) + 1
     return track_scores(gate, state)
 
 
 def track_scores(gate: LivenessGate, state: TrackLiveness) -> Scores:
-    """Each cue's score of a track (None: too few observations, or the cue abstained)."""
-    out: Scores = {}
-    for cue in gate.cues:
-        name = cue_name(cue)
-        kept = list(state.observations.get(name, ()))
-        if len(kept) < gate.needed(cue):
-            out[name] = None
-        elif hasattr(cue, "judge"):
-            raw = cue.judge(kept)
-            out[name] = None if raw is None else float(raw)
-        else:
-            out[name] = float(np.mean([float(v) for v in kept]))
-    return out
+    """Each cue's score of a track as the device's gate computes it
+    (:meth:`~fr_core.pipeline.liveness.LivenessGate.cue_scores`): a number, None (the cue
+    abstained) or WAITING (too few usable frames)."""
+    return {
+        c.cue: WAITING if c.waiting else (None if c.score is None else float(c.score))
+        for c in gate.cue_scores(state)
+    }
 
 
 def track_length(gate: LivenessGate, at_least: int) -> int:
@@ -317,7 +363,10 @@ def score_face(
     rng: np.random.Generator,
     tracks: int,
     moved: int,
+    errors: dict[str, int] | None = None,
 ) -> None:
+    """Score one labelled face: per image (each frame cue), ``tracks`` still noisy tracks and,
+    for an attack, ``moved`` synthetic hand-held tracks."""
     for cue in gate.cues:
         name = cue_name(cue)
         if hasattr(cue, "observe") or min(detection.bbox[2:]) < getattr(cue, "min_face_size", 0):
@@ -325,28 +374,37 @@ def score_face(
         else:
             face.image[name] = float(cue.analyze(image, detection).score)
     for _ in range(tracks):
-        face.still.append(
-            judge_track(
-                gate, detector, (_noisy(image, noise, rng) for _ in range(frames)), face.box
-            )
-        )
+        still = (_noisy(image, noise, rng) for _ in range(frames))
+        face.still.append(judge_track(gate, detector, still, face.box, errors=errors))
     if moved and not face.live:
         for _ in range(moved):
+            warped = warped_track(image, frames, rng)
             face.moved.append(
-                judge_track(gate, detector, warped_track(image, frames, rng), face.box, follow=True)
+                judge_track(gate, detector, warped, face.box, follow=True, errors=errors)
             )
 
 
-def video_faces(gate: LivenessGate, detector: Any, path: Path, frames: int) -> list[Face]:
+def video_faces(
+    gate: LivenessGate, detector: Any, path: Path, frames: int, errors: dict[str, int] | None = None
+) -> list[Face]:
     """Every window of ``frames`` frames of every track of a video of live people, judged by
-    the gate's cues (one :class:`Face` per track, one score set per window)."""
+    the gate's cues (one :class:`Face` per track, one score set per window); the first
+    ``MAX_VIDEO_FRAMES`` frames only, since their frames are held in memory (cut a longer
+    video into clips)."""
     out = []
-    for n, track in enumerate(video_tracks(path, detector, min_face_size=gate.min_face_size)):
+    errors = {} if errors is None else errors
+    tracks = video_tracks(
+        path, detector, min_face_size=gate.min_face_size, max_frames=MAX_VIDEO_FRAMES
+    )
+    for n, track in enumerate(tracks):
         face = Face(f"{path.name}#track{n}", track[0][1].bbox, True, "video")
         for start in range(0, len(track) - frames + 1, frames):
             state = TrackLiveness()
             for result, detection in track[start : start + frames]:
-                gate.observe(state, result, detection)
+                outcome = gate.observe(state, result, detection)
+                for cue, exc in outcome.errors:
+                    key = f"{cue}: {type(exc).__name__}"
+                    errors[key] = errors.get(key, 0) + 1
             face.still.append(track_scores(gate, state))
         if face.still:
             out.append(face)
@@ -357,25 +415,18 @@ def video_faces(gate: LivenessGate, detector: Any, path: Path, frames: int) -> l
 
 
 def decide(scores: Scores, thresholds: Mapping[str, float], cue: str = FUSED) -> bool | None:
-    """One track's verdict at ``thresholds``: True live, False attack, None undecided (the
-    device would wait). ``cue``: that cue alone, or the gate's fusion rule."""
+    """One track's verdict at ``thresholds``, by the gate's rule
+    (:func:`fr_core.pipeline.liveness.decide`): True live, False attack, None undecided (the
+    device would wait). ``cue``: that cue alone, or the fused gate."""
     if cue != FUSED:
-        s = scores.get(cue)
+        s = score_of(scores.get(cue))
         return None if s is None else s >= thresholds[cue]
-    conclusive = {k: s for k, s in scores.items() if s is not None}
-    if not conclusive:
+    values = {k: v for k, raw in scores.items() if (v := score_of(raw)) is not None}
+    if any(v < thresholds[k] for k, v in values.items()):
+        return False  # a refusal never waits
+    if not values or any(raw == WAITING for raw in scores.values()):
         return None
-    return all(s >= thresholds[k] for k, s in conclusive.items())
-
-
-def fused_value(scores: Scores, thresholds: Mapping[str, float]) -> float | None:
-    """The fused score (least calibrated score of the conclusive cues; one cue: its own)."""
-    conclusive = [(s, thresholds[k]) for k, s in scores.items() if s is not None]
-    if not conclusive:
-        return None
-    if len(scores) == 1:
-        return conclusive[0][0]
-    return min(calibrated(s, t) for s, t in conclusive)
+    return True
 
 
 def rule_threshold(live_scores: Sequence[float], bpcer: float) -> float | None:
@@ -392,7 +443,7 @@ def rule_threshold(live_scores: Sequence[float], bpcer: float) -> float | None:
 def _quantile_thresholds(faces: Sequence[Face], cues: Sequence[str], q: float) -> dict[str, float]:
     out = {}
     for cue in cues:
-        values = [v for f in faces for s in f.tracks() if (v := s.get(cue)) is not None]
+        values = [v for f in faces for s in f.tracks() if (v := score_of(s.get(cue))) is not None]
         t = rule_threshold(values, q)
         out[cue] = t if t is not None else NO_EVIDENCE_THRESHOLD
     return out
@@ -462,7 +513,7 @@ def leave_one_attack_out(
             names_rule.append(f.file)
         if cue != FUSED:
             other_scores = [
-                s[cue] for g in others if not g.live for s in g.tracks() if s.get(cue) is not None
+                v for g in others if not g.live for s in g.tracks() if (v := score_of(s.get(cue)))
             ]
             old = dict(t)
             old[cue] = (
@@ -515,6 +566,7 @@ class LivenessReport:
     samples: list[dict[str, Any]] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
     ignored_detections: int = 0
+    observe_errors: dict[str, int] = field(default_factory=dict)  # "cue: Error" -> frames
     track_frames: int = 5
     noise: float = 3.0
     tracks_per_photo: int = 10
@@ -528,6 +580,13 @@ class LivenessReport:
         return [*self.cues, FUSED] if len(self.cues) > 1 else list(self.cues)
 
     def summary(self) -> dict[str, Any]:
+        """The report's figures (computed once: the leave-one-out figures take a while)."""
+        cached = getattr(self, "_summary", None)
+        if cached is None:
+            cached = self._summary = self._summarise()
+        return cached
+
+    def _summarise(self) -> dict[str, Any]:
         faces = self.judged()
         chosen = rule_thresholds(faces, self.cues, self.bpcer_target)
         counts = {
@@ -540,6 +599,7 @@ class LivenessReport:
             "video_tracks": sum(1 for f in self.faces if f.source == "video"),
             "unreadable_photos": len(self.unreadable),
             "ignored_detections": self.ignored_detections,
+            "observe_errors": self.observe_errors,
         }
         out: dict[str, Any] = {
             "cues": self.cues,
@@ -607,7 +667,7 @@ class LivenessReport:
                 "note": f.note,
                 "image": f.image,
                 **{
-                    f"{kind}_{cue}": _spread([s.get(cue) for s in f.tracks(kind)])
+                    f"{kind}_{cue}": _spread([score_of(s.get(cue)) for s in f.tracks(kind)])
                     for kind in ("still", "moved")
                     for cue in self.cues
                     if f.tracks(kind)
@@ -689,10 +749,14 @@ def evaluate(
                 rng=rng,
                 tracks=tracks_per_photo,
                 moved=moved_per_photo,
+                errors=report.observe_errors,
             )
     for video in live_videos:
-        report.faces += video_faces(gate, detector, video, frames)
-    texture = next((c for c in cues if not hasattr(c, "observe")), None)
+        report.faces += video_faces(gate, detector, video, frames, report.observe_errors)
+    texture = next(
+        (c for c in cues if cue_name(c) == "liveness"),
+        next((c for c in cues if not hasattr(c, "observe")), None),
+    )
     if samples is not None and texture is not None:
         report.samples = _samples(samples, detector, texture)
     return report
@@ -857,7 +921,9 @@ def det_points(report: LivenessReport, cue: str) -> list[tuple[float, float]]:
         targets = np.linspace(0.0, 0.5, 51)
         grid = [rule_thresholds(faces, report.cues, float(q)) for q in targets]
     else:
-        values = sorted({v for f in faces for s in f.tracks() if (v := s.get(cue)) is not None})
+        values = sorted(
+            {v for f in faces for s in f.tracks() if (v := score_of(s.get(cue))) is not None}
+        )
         grid = [{**report.configured, cue: v} for v in [0.0, *values, 1.0001]]
     points = []
     for t in grid:
@@ -884,7 +950,7 @@ def plots(report: LivenessReport, out: Path) -> list[Path]:
                 for f in report.judged()
                 if f.live == live
                 for s in f.tracks()
-                if s.get(cue) is not None
+                if score_of(s.get(cue)) is not None
             ]
             jitter = np.random.default_rng(1).uniform(-0.15, 0.15, len(values))
             ax.scatter(values, (1 if live else 0) + jitter, s=10, c=colour, label=label, alpha=0.6)

@@ -16,11 +16,12 @@ Two shapes of cue exist:
   that did not move). A frame cue may implement ``observe`` too, to read the frame's IR or
   depth plane from the :class:`~fr_core.interfaces.FrameResult`.
 
-**The fusion rule** (``all``): a track is live when at least one cue is conclusive and
-every conclusive cue scores it at or above its own threshold. An attack therefore has to
-fool every cue that has something to say, and each cue's threshold is chosen on its own
-(docs/liveness.md, "Honest thresholds"). A cue that has fewer than ``min_observations``
-usable frames keeps the decision waiting, as does a set of cues that all abstain. The
+**The fusion rule** (``all``, :func:`decide`): a track is live when at least one cue is
+conclusive and every conclusive cue scores it at or above its own threshold. An attack
+therefore has to fool every cue that has something to say (docs/liveness.md, "Honest
+thresholds" for how the thresholds are chosen). A cue with enough observations that
+refuses decides at once; otherwise a cue that has fewer than ``min_observations`` usable
+frames keeps the decision waiting, as does a set of cues that all abstain. The
 fused score, for reports and DET curves, is the least of the cues' *calibrated* scores,
 each mapped piecewise-linearly so that its threshold lands on 0.5; with one cue it is that
 cue's own score and threshold, so a one-cue device reports what it always did.
@@ -31,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,9 +61,10 @@ class CueError(ValueError):
 @dataclass(frozen=True)
 class CueScore:
     cue: str
-    score: float | None  # None: the cue abstained (no evidence either way)
+    score: float | None  # None: the cue abstained (no evidence either way), or is waiting
     threshold: float
     observations: int
+    waiting: bool = False  # fewer usable frames than the cue needs to judge
 
     @property
     def live(self) -> bool | None:
@@ -134,6 +136,10 @@ class LivenessGate:
             t = float(cue.threshold)
             if not 0.0 < t < 1.0:
                 raise ValueError(f"cue {cue_name(cue)}: threshold {t} is not in (0, 1)")
+            for key in ("window", "min_observations"):
+                value = getattr(cue, key, 1)
+                if not isinstance(value, int) or value < 1:
+                    raise ValueError(f"cue {cue_name(cue)}: {key} must be an integer >= 1")
 
     # --- the cues' parameters -----------------------------------------------------------
 
@@ -171,6 +177,8 @@ class LivenessGate:
             try:
                 if hasattr(cue, "observe"):
                     value = cue.observe(result, detection)
+                    if value is not None and not hasattr(cue, "judge"):
+                        value = _score_of(value, name)  # the gate averages these
                 else:
                     value = _score_of(cue.analyze(result.frame, detection), name)
             except Exception as exc:  # a faulty cue costs its observation, not the frame
@@ -189,59 +197,56 @@ class LivenessGate:
 
     # --- per track ------------------------------------------------------------------------
 
-    def judge(self, state: TrackLiveness) -> Verdict:
-        """The track's verdict from what the cues observed (see the module's docstring)."""
+    def cue_scores(self, state: TrackLiveness) -> list[CueScore]:
+        """Each cue's score for the track: a number, ``None`` for a cue that abstained, and
+        ``waiting`` for one with fewer than its ``min_observations`` usable frames. The
+        evaluation (``fr-edge evaluate-liveness``) judges tracks with this same method."""
         scores: list[CueScore] = []
-        waiting = False
         for cue in self.cues:
             name = cue_name(cue)
             kept = list(state.observations.get(name, ()))
             threshold = float(cue.threshold)
             if len(kept) < self.needed(cue):
-                waiting = True
-                scores.append(CueScore(name, None, threshold, len(kept)))
+                scores.append(CueScore(name, None, threshold, len(kept), waiting=True))
                 continue
             if hasattr(cue, "judge"):
                 raw = cue.judge(kept)
                 score = None if raw is None else _score_of(raw, name)
-            else:
+            else:  # every value was checked when it was observed
                 score = sum(float(v) for v in kept) / len(kept)
             scores.append(CueScore(name, score, threshold, len(kept)))
-        frames = max((c.observations for c in scores), default=0)
-        conclusive = [c for c in scores if c.score is not None]
-        if waiting or not conclusive:
-            return Verdict("wait", 0.0, self.threshold, frames, tuple(scores))
-        if len(self.cues) == 1:
-            only = conclusive[0]
-            assert only.score is not None
-            state_ = "live" if only.live else "attack"
-            return Verdict(
-                state_,
-                only.score,
-                only.threshold,
-                frames,
-                tuple(scores),
-                None if only.live else only.cue,
-            )
-        fused = {c.cue: calibrated(c.score, c.threshold) for c in conclusive if c.score is not None}
-        worst = min(fused, key=lambda k: fused[k])
-        live = all(c.live for c in conclusive)
+        return scores
+
+    def judge(self, state: TrackLiveness) -> Verdict:
+        """The track's verdict from what the cues observed (see the module's docstring)."""
+        return decide(self.cue_scores(state), single=len(self.cues) == 1)
+
+
+def decide(scores: Sequence[CueScore], *, single: bool = False) -> Verdict:
+    """The fusion rule 'all' on the cues' scores: **attack** as soon as one cue with enough
+    observations scores the track below its threshold (a cue still waiting never delays a
+    refusal); **live** only when no cue is waiting, at least one is conclusive and every
+    conclusive cue is at or above its threshold; otherwise **wait**."""
+    frames = max((c.observations for c in scores), default=0)
+    conclusive = [c for c in scores if c.score is not None]
+    refusing = [c for c in conclusive if not c.live]
+    fused = {c.cue: calibrated(c.score, c.threshold) for c in conclusive if c.score is not None}
+    if single and conclusive:
+        only = conclusive[0]
+        assert only.score is not None
+        state = "live" if only.live else "attack"
         return Verdict(
-            "live" if live else "attack",
-            fused[worst],
-            FUSED_THRESHOLD,
+            state,
+            only.score,
+            only.threshold,
             frames,
             tuple(scores),
-            None if live else worst,
+            None if only.live else only.cue,
         )
-
-
-def fused_score(scores: Mapping[str, tuple[float | None, float]]) -> float | None:
-    """The fused score of cue scores ``{name: (score or None, threshold)}`` as the gate
-    computes it (``None`` when no cue is conclusive): for reports that sweep thresholds."""
-    conclusive = [(s, t) for s, t in scores.values() if s is not None]
-    if not conclusive:
-        return None
-    if len(scores) == 1:
-        return conclusive[0][0]
-    return min(calibrated(s, t) for s, t in conclusive)
+    if refusing:
+        worst = min((c.cue for c in refusing), key=lambda k: fused[k])
+        return Verdict("attack", fused[worst], FUSED_THRESHOLD, frames, tuple(scores), worst)
+    if any(c.waiting for c in scores) or not conclusive:
+        return Verdict("wait", 0.0, FUSED_THRESHOLD, frames, tuple(scores))
+    worst = min(fused, key=lambda k: fused[k])
+    return Verdict("live", fused[worst], FUSED_THRESHOLD, frames, tuple(scores))

@@ -6,15 +6,16 @@ skipped. A track already recognised is not embedded every frame: its identity is
 until ``reembed_every`` frames have passed. Tracks that end are forgotten by the validator at
 once.
 
-With a liveness analyzer (one whose ``gates_identity`` is true, e.g. fr_cpu's ``liveness``),
-a track that matches an employee is scored on each frame that goes to confirm it (never on a
-track already decided, nor while that employee's cooldown runs, nor on a face smaller than the
-analyzer's ``min_face_size``); when the EventValidator confirms it, the mean score over those
-frames decides (no frame big enough: the event waits and the track is confirmed again
-later): at or above the analyzer's threshold the facial_id event goes out, below it the
-track is an attack for the rest of its life (no event, the validator's cooldown withdrawn,
-``attacks`` counted, and with ``attack_events`` a ``presentation_attack`` event with the
-face's image). docs/liveness.md.
+With liveness analyzers (cues: ``gates_identity`` true, e.g. fr_cpu's ``liveness``), a track
+that matches an employee is shown to every cue on each frame that goes to confirm it (never
+on a track already refused, nor while that employee's cooldown runs, nor on a face smaller
+than a cue's ``min_face_size``), and each such frame is embedded, so the cues only ever judge
+frames whose identity was checked. When the EventValidator confirms it, the
+:class:`~fr_core.pipeline.liveness.LivenessGate` decides (too few usable frames: the event
+waits and the track is confirmed again later): live, the facial_id event goes out; an attack,
+the track is refused until its identity changes (no event, the validator's cooldown
+withdrawn, ``attacks`` counted, and with ``attack_events`` a ``presentation_attack`` event
+with the face's image). docs/liveness.md.
 
 With an emotion analyzer, each recognised face (and, if configured, each unrecognised one)
 is analysed every ``analyze_every_n_frames`` processed frames;
@@ -98,14 +99,11 @@ class RecognitionStage:
             raise ValueError("fusion_frames must be >= 1")
         self.fusion_frames = fusion_frames
         # one analyzer or several cues (docs/liveness.md, "Cues and their fusion")
-        cues = liveness if isinstance(liveness, (list, tuple)) else [liveness]
-        self.gate = (
-            liveness
-            if isinstance(liveness, LivenessGate)
-            else LivenessGate(cues, validator.confirmation_frames)
-            if liveness is not None and cues
-            else None
-        )
+        if isinstance(liveness, LivenessGate) or liveness is None:
+            self.gate = liveness
+        else:  # one cue or a list of them; an empty list is refused by the gate
+            cues = list(liveness) if isinstance(liveness, (list, tuple)) else [liveness]
+            self.gate = LivenessGate(cues, validator.confirmation_frames)
         self.liveness = self.gate
         self.attack_events = attack_events
         self._faults = RateLimitedLog(log)
@@ -139,7 +137,17 @@ class RecognitionStage:
                 self.emotions.forget_track(tid)
         for track in tracks:
             spent = 0.0
-            if self.tracker.needs_embedding(track, fid):
+            # While the liveness cues observe a track (it matches an employee and is being
+            # confirmed), every frame is embedded: a frame the cues judge is a frame whose
+            # identity was checked, so a face that took over the box (a live stranger after a
+            # photo) is never judged for the identity the photo claimed.
+            judging = (
+                self.gate is not None
+                and track.user_id is not None
+                and track.liveness != "attack"
+                and not self.validator.in_cooldown(track.user_id)
+            )
+            if judging or self.tracker.needs_embedding(track, fid):
                 t2 = time.perf_counter()
                 embedding = self.embedder.embed(frame, track.detection)
                 # a track is decided on its last few embeddings fused (docs/recognition.md);
