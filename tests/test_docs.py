@@ -74,3 +74,20 @@ def test_every_conformance_test_says_what_it_checks():
     ]
     assert len(tests) >= 8
     assert [t.name for t in tests if not ast.get_docstring(t)] == []
+
+
+def test_every_liveness_cue_option_is_documented_with_its_default():
+    """docs/config.md's tables of the liveness cues list every option of each cue's config
+    with the default the code has (a changed default fails here, not in a user's hands)."""
+    from fr_cpu.context import ContextConfig
+    from fr_cpu.motion import MotionConfig
+    from fr_cpu.planes import DepthLivenessConfig, IrLivenessConfig
+
+    text = (REPO / "docs" / "config.md").read_text()
+    missing = [
+        f"{cls.__name__}.{name} = {field.default!r}"
+        for cls in (ContextConfig, MotionConfig, IrLivenessConfig, DepthLivenessConfig)
+        for name, field in cls.model_fields.items()
+        if f"| `{name}` | `{field.default}` |" not in text
+    ]
+    assert not missing, missing

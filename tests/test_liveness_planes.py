@@ -653,3 +653,16 @@ def test_a_print_of_a_real_photo_is_refused_by_depth_through_the_stage(fr_data):
         assert events == expected
         if presentation == "print":
             assert stage.stats.attacks_by_cue == {"liveness_depth": 1}
+
+
+def test_plane_failures_of_the_camera_reach_the_engine_s_figures():
+    """What the camera counts in plane_failures is what heartbeats' camera.plane_failures
+    carry (the engine reads it from the running camera)."""
+    cfg = default_config(camera={"plugin": "sim", "frames": 3, "planes": ["ir"]})
+    engine = Engine(cfg, REGISTRY)
+    engine.start()
+    try:
+        engine.components["camera"].plane_failures = {"ir": 3}
+        assert engine.refresh_stats().camera_plane_failures == {"ir": 3}
+    finally:
+        engine.stop()

@@ -124,7 +124,8 @@ def test_heartbeats_carry_live_camera_and_stage_figures(scraped):
     live = [b for b in beats if b["frames"] > 0]
     assert live, "no heartbeat while frames were processed"
     b = live[-1]
-    assert set(b["camera"]) == {"timeouts", "errors", "reopens", "stalls"}
+    assert set(b["camera"]) == {"timeouts", "errors", "reopens", "stalls", "plane_failures"}
+    assert b["camera"]["plane_failures"] == {}  # the clip delivers no IR or depth plane
     assert b["stage_ms_mean"].get("recognition", 0) > 0 and b["dropped_frames"] >= 0
     # a total grows, a mean does not: the names say which is which (issue 12, item 12)
     rec = b["recognition"]
