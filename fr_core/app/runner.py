@@ -260,11 +260,14 @@ class DeviceRunner:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.config.heartbeat_interval_seconds):
-            try:
-                if self.client.transport is not None:
-                    self.client.transport.send_heartbeat(self.heartbeat_payload())
-            except Exception as exc:  # a missed heartbeat is not worth more than a warning
-                log.warning("heartbeat failed: %s", exc)
+            self._send_heartbeat("heartbeat")
+
+    def _send_heartbeat(self, what: str) -> None:
+        try:
+            if self.client.transport is not None:
+                self.client.transport.send_heartbeat(self.heartbeat_payload())
+        except Exception as exc:  # a missed heartbeat is not worth more than a warning
+            log.warning("%s failed: %s", what, exc)
 
     def run(
         self, max_frames: int | None = None, drain_seconds: float = 10.0, on_started: Any = None
@@ -307,12 +310,8 @@ class DeviceRunner:
             beating.join(timeout=5)
             self._heartbeat = None
             # a last heartbeat with the final counts, so the central side sees what the
-            # device decided after its last periodic one (a failure is only a warning)
-            try:
-                if self.client.transport is not None:
-                    self.client.transport.send_heartbeat(self.heartbeat_payload())
-            except Exception as exc:
-                log.warning("last heartbeat failed: %s", exc)
+            # device decided after its last periodic one
+            self._send_heartbeat("last heartbeat")
         self.client.stop(timeout=5)
         self.engine.stop()
         if self.preview is not None:

@@ -54,6 +54,7 @@ from fr_core.pipeline.liveness import (
     LivenessGate,
     TrackLiveness,
     cue_name,
+    rule_all,
 )
 from fr_core.pipeline.tracker import iou
 
@@ -416,17 +417,12 @@ def video_faces(
 
 def decide(scores: Scores, thresholds: Mapping[str, float], cue: str = FUSED) -> bool | None:
     """One track's verdict at ``thresholds``, by the gate's rule
-    (:func:`fr_core.pipeline.liveness.decide`): True live, False attack, None undecided (the
+    (:func:`fr_core.pipeline.liveness.rule_all`): True live, False attack, None undecided (the
     device would wait). ``cue``: that cue alone, or the fused gate."""
     if cue != FUSED:
         s = score_of(scores.get(cue))
         return None if s is None else s >= thresholds[cue]
-    values = {k: v for k, raw in scores.items() if (v := score_of(raw)) is not None}
-    if any(v < thresholds[k] for k, v in values.items()):
-        return False  # a refusal never waits
-    if not values or any(raw == WAITING for raw in scores.values()):
-        return None
-    return True
+    return rule_all((score_of(raw), thresholds[k], raw == WAITING) for k, raw in scores.items())
 
 
 def rule_threshold(live_scores: Sequence[float], bpcer: float) -> float | None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,9 +94,6 @@ class TrackLiveness:
 
     def clear(self) -> None:
         self.observations.clear()
-
-    def count(self, cue: str) -> int:
-        return len(self.observations.get(cue, ()))
 
 
 @dataclass
@@ -222,6 +219,20 @@ class LivenessGate:
         return decide(self.cue_scores(state), single=len(self.cues) == 1)
 
 
+def rule_all(cues: Iterable[tuple[float | None, float, bool]]) -> bool | None:
+    """The fusion rule 'all' on (score or None, threshold, waiting) per cue: False (attack)
+    as soon as one conclusive cue is below its threshold, None (wait) while a cue is waiting
+    or none is conclusive, else True (live). The gate and the evaluation both decide by it."""
+    waiting = conclusive = False
+    for score, threshold, cue_waiting in cues:
+        if score is not None:
+            if score < threshold:
+                return False  # a refusal never waits for a slower cue
+            conclusive = True
+        waiting = waiting or cue_waiting
+    return None if waiting or not conclusive else True
+
+
 def decide(scores: Sequence[CueScore], *, single: bool = False) -> Verdict:
     """The fusion rule 'all' on the cues' scores: **attack** as soon as one cue with enough
     observations scores the track below its threshold (a cue still waiting never delays a
@@ -243,10 +254,11 @@ def decide(scores: Sequence[CueScore], *, single: bool = False) -> Verdict:
             tuple(scores),
             None if only.live else only.cue,
         )
-    if refusing:
+    verdict = rule_all((c.score, c.threshold, c.waiting) for c in scores)
+    if verdict is False:
         worst = min((c.cue for c in refusing), key=lambda k: fused[k])
         return Verdict("attack", fused[worst], FUSED_THRESHOLD, frames, tuple(scores), worst)
-    if any(c.waiting for c in scores) or not conclusive:
+    if verdict is None:
         return Verdict("wait", 0.0, FUSED_THRESHOLD, frames, tuple(scores))
     worst = min(fused, key=lambda k: fused[k])
     return Verdict("live", fused[worst], FUSED_THRESHOLD, frames, tuple(scores))

@@ -104,7 +104,6 @@ class RecognitionStage:
         else:  # one cue or a list of them; an empty list is refused by the gate
             cues = list(liveness) if isinstance(liveness, (list, tuple)) else [liveness]
             self.gate = LivenessGate(cues, validator.confirmation_frames)
-        self.liveness = self.gate
         self.attack_events = attack_events
         self._faults = RateLimitedLog(log)
         self.stats = RecognitionStats()
@@ -179,7 +178,7 @@ class RecognitionStage:
             if track.user_id is not None:
                 self.stats.recognised += 1
             claimed = track.user_id
-            if self.liveness is not None:
+            if self.gate is not None:
                 if track.liveness == "attack":
                     claimed = None  # an attack confirms nobody for the rest of the track
                 elif claimed is not None and not self.validator.in_cooldown(claimed):
@@ -194,7 +193,7 @@ class RecognitionStage:
             )
             if (
                 event is not None
-                and self.liveness is not None
+                and self.gate is not None
                 and not self._judge_liveness(engine, frame, track, event)
             ):
                 event = None
@@ -298,7 +297,7 @@ class RecognitionStage:
         if (fid - track.first_frame) % settings.analyze_every_n_frames:
             return
         user_id = track.user_id
-        if self.liveness is not None and track.liveness != "live":
+        if self.gate is not None and track.liveness != "live":
             user_id = None  # not (yet) judged live: never attribute a face to an employee
         if user_id is None and not settings.unknown_faces:
             return
